@@ -1,0 +1,65 @@
+"""pipdetect: facial landmarks with PIP-Net on onnxruntime.
+
+>>> from pipdetect import LandmarkDetector
+>>> detector = LandmarkDetector("pipnet.onnx")
+>>> points = detector(image)   # (N, 2) float32, original-image pixels
+
+Heavy modules (onnxruntime, OpenCV) are imported when first needed, so
+``import pipdetect`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CheckpointError,
+    DownloadError,
+    InvalidBoxError,
+    InvalidImageError,
+    ModelFormatError,
+    ModelNotFoundError,
+    NoFaceError,
+    PipdetectError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "DownloadError",
+    "Face",
+    "InvalidBoxError",
+    "InvalidImageError",
+    "LandmarkDetector",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "NoFaceError",
+    "PIPDecoder",
+    "PipdetectError",
+    "__version__",
+]
+
+_LAZY = {
+    "LandmarkDetector": "detector",
+    "Face": "detector",
+    "PIPDecoder": "decode",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .decode import PIPDecoder
+    from .detector import Face, LandmarkDetector
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipdetect' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,190 @@
+"""Face box -> model crop, the warp into the network input, and the way back.
+
+Conventions (used everywhere in pipdetect):
+
+* Boxes and crops are ``(x1, y1, x2, y2)`` float pixel coordinates in the
+  original image, x to the right, y down, pixel centres at integer coordinates
+  (OpenCV convention). A box's width is ``x2 - x1``.
+* A crop is axis-aligned and need not be square: like the PIP-Net training
+  crops it is stretched to the network's input size.
+* A normalised model coordinate ``u`` (0 = crop's left edge, 1 = right edge)
+  maps to ``x1 + u * (x2 - x1)`` image pixels (the reference convention:
+  ``u * crop_width`` pixels into the crop). The warp samples the crop exactly
+  like ``cv2.resize`` of ``image[y1:y2, x1:x2]`` with bilinear interpolation, so
+  integer crops reproduce the reference preprocessing.
+* Crops that reach outside the image are padded with black, never squeezed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import InvalidBoxError, ModelFormatError
+
+__all__ = [
+    "CropPolicy",
+    "as_boxes",
+    "crop_from_landmarks",
+    "crops_to_image",
+    "warp_crops",
+]
+
+_FEATURES = 11  # 1 + 5 keypoints x (x, y)
+
+
+@dataclass(frozen=True)
+class CropPolicy:
+    """How a face detector's box (and its five keypoints) becomes the model's crop.
+
+    Both mappings predict the crop relative to the face box: centre offset in
+    units of the box's width / height and the log of the size ratio,
+    ``(dcx, dcy, log(crop_w / box_w), log(crop_h / box_h))``.
+
+    * ``box``: 4 numbers, used when only a box is known (a box given by the user).
+    * ``keypoints``: an (11, 4) matrix applied to the features
+      ``[1, (kx1 - cx) / w, (ky1 - cy) / h, ..., (ky5 - cy) / h]`` built from
+      YuNet's five keypoints (right eye, left eye, nose tip, right and left
+      mouth corner); ``None`` to use ``box`` for detections too.
+
+    Stored in the model metadata as ``{"type": "box-linear", "box": [...],
+    "keypoints": [[...], ...] or null, "fitted_on": "..."}``.
+    """
+
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    keypoints: Optional[np.ndarray] = None
+    fitted_on: str = ""
+
+    TYPE = "box-linear"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CropPolicy:
+        if not isinstance(data, dict):
+            raise ModelFormatError("crop_policy must be a JSON object")
+        if data.get("type") != cls.TYPE:
+            raise ModelFormatError(
+                f"crop_policy type {data.get('type')!r} is not supported (expected {cls.TYPE!r})"
+            )
+        try:
+            box = np.asarray(data["box"], dtype=np.float64)
+            kps = data.get("keypoints")
+            kp = None if kps is None else np.asarray(kps, dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"crop_policy is malformed: {exc!r}") from None
+        if box.shape != (4,) or not np.all(np.isfinite(box)):
+            raise ModelFormatError("crop_policy.box must be 4 finite numbers")
+        if kp is not None and (kp.shape != (_FEATURES, 4) or not np.all(np.isfinite(kp))):
+            raise ModelFormatError(f"crop_policy.keypoints must be a finite {_FEATURES}x4 matrix")
+        b = box.tolist()
+        return cls(box=(b[0], b[1], b[2], b[3]), keypoints=kp,
+                   fitted_on=str(data.get("fitted_on", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "box": [float(v) for v in self.box],
+            "keypoints": None if self.keypoints is None else self.keypoints.tolist(),
+            "fitted_on": self.fitted_on,
+        }
+
+    def crops(self, boxes: np.ndarray, keypoints: Optional[np.ndarray] = None) -> np.ndarray:
+        """Crops (N, 4) for face boxes (N, 4), optionally with YuNet keypoints (N, 5, 2)."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        if keypoints is not None and self.keypoints is not None:
+            kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 5, 2)
+            feats = np.empty((len(boxes), _FEATURES))
+            feats[:, 0] = 1.0
+            feats[:, 1::2] = (kp[:, :, 0] - cx[:, None]) / w[:, None]
+            feats[:, 2::2] = (kp[:, :, 1] - cy[:, None]) / h[:, None]
+            params = feats @ self.keypoints
+        else:
+            params = np.broadcast_to(np.asarray(self.box), (len(boxes), 4))
+        ccx = cx + params[:, 0] * w
+        ccy = cy + params[:, 1] * h
+        cw = w * np.exp(params[:, 2])
+        ch = h * np.exp(params[:, 3])
+        return np.stack([ccx - cw / 2, ccy - ch / 2, ccx + cw / 2, ccy + ch / 2], axis=1)
+
+
+def as_boxes(boxes: Any, name: str = "box") -> np.ndarray:
+    """Validate one box (4,) or several (N, 4) and return them as float64 (N, 4).
+
+    Raises :class:`InvalidBoxError` for wrong shapes, non-finite values, or
+    ``x2 <= x1`` / ``y2 <= y1`` (zero-area or swapped corners).
+    """
+    try:
+        arr = np.array(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidBoxError(
+            f"{name} must be numbers (x1, y1, x2, y2), got {type(boxes).__name__}"
+        ) from None
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InvalidBoxError(
+            f"{name} must be (x1, y1, x2, y2) or an (N, 4) array, got shape {np.shape(boxes)}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise InvalidBoxError(f"{name} contains NaN or infinity: {arr.tolist()}")
+    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+    if np.any(bad):
+        raise InvalidBoxError(
+            f"{name} {arr[bad][0].tolist()} has zero or negative size; boxes are "
+            "(x1, y1, x2, y2) with x2 > x1 and y2 > y1 (pixels)"
+        )
+    return arr
+
+
+def crop_from_landmarks(points: np.ndarray, meanface: np.ndarray) -> np.ndarray:
+    """The training-style crop (N, 4) that best explains landmarks (N, L, 2).
+
+    Per axis, the least-squares fit ``points = x1 + meanface * (x2 - x1)``: the crop
+    in which these landmarks look most like the model's mean face. Used by the
+    tracker to derive the next frame's crop from the current landmarks.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    mf = np.asarray(meanface, dtype=np.float64)
+    mc = mf - mf.mean(axis=0)
+    pc = pts - pts.mean(axis=1, keepdims=True)
+    size = np.einsum("nlk,lk->nk", pc, mc) / np.sum(mc * mc, axis=0)
+    # A degenerate fit (collapsed or mirrored points) falls back to the landmark box.
+    span = pts.max(axis=1) - pts.min(axis=1)
+    mspan = mf.max(axis=0) - mf.min(axis=0)
+    size = np.where(size > 0, size, np.maximum(span, 1.0) / mspan)
+    start = pts.mean(axis=1) - mf.mean(axis=0) * size
+    return np.concatenate([start, start + size], axis=1)
+
+
+def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Sample each crop of ``image`` (H, W, C uint8) into a (N, h, w, C) uint8 batch.
+
+    ``size`` is the network input (height, width). Bilinear, black padding outside.
+    """
+    import cv2
+
+    out_h, out_w = size
+    crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
+    out = np.empty((len(crops), out_h, out_w, image.shape[2]), dtype=np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(crops):
+        sx = (x2 - x1) / out_w
+        sy = (y2 - y1) / out_h
+        # dst pixel centre d maps to crop pixel (d + 0.5) * s - 0.5, i.e. image x1 + that.
+        m = np.array([[sx, 0.0, x1 + 0.5 * sx - 0.5], [0.0, sy, y1 + 0.5 * sy - 0.5]])
+        cv2.warpAffine(
+            image, m, (out_w, out_h), dst=out[i],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0),
+        )
+    return out
+
+
+def crops_to_image(points: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    """Map normalised crop coordinates (N, L, 2) to image pixels via crops (N, 4)."""
+    crops = np.asarray(crops, dtype=np.float64).reshape(-1, 1, 4)
+    return crops[:, :, :2] + np.asarray(points, dtype=np.float64) * (crops[:, :, 2:] - crops[:, :, :2])

@@ -1,0 +1,52 @@
+"""Exception types raised by pipdetect.
+
+Every error pipdetect raises on purpose derives from :class:`PipdetectError`, and
+also from the built-in type a caller would naturally catch (``ValueError``,
+``LookupError``, ``OSError`` ...), so both ``except PipdetectError`` and the usual
+built-in ``except`` clauses work.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DownloadError",
+    "InvalidBoxError",
+    "InvalidImageError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "NoFaceError",
+    "PipdetectError",
+]
+
+
+class PipdetectError(Exception):
+    """Base class of every error pipdetect raises on purpose."""
+
+
+class InvalidImageError(PipdetectError, ValueError):
+    """The image cannot be used: wrong type, dtype, shape, values, or an unreadable file."""
+
+
+class InvalidBoxError(PipdetectError, ValueError):
+    """A face box or crop box is malformed (wrong length, non-finite, zero or negative size)."""
+
+
+class NoFaceError(PipdetectError, LookupError):
+    """No face was found in the image (raised by ``LandmarkDetector.__call__``)."""
+
+
+class ModelFormatError(PipdetectError, ValueError):
+    """A model file is not a valid pipdetect model (not ONNX, or metadata missing or wrong)."""
+
+
+class CheckpointError(PipdetectError, ValueError):
+    """A PyTorch checkpoint cannot be converted (unsafe, truncated, or not matching the backbone)."""
+
+
+class ModelNotFoundError(PipdetectError, LookupError):
+    """A model name is not in the catalogue, or a model is not cached while offline."""
+
+
+class DownloadError(PipdetectError, OSError):
+    """A model could not be downloaded or verified."""
