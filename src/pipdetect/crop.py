@@ -188,3 +188,23 @@ def crops_to_image(points: np.ndarray, crops: np.ndarray) -> np.ndarray:
     """Map normalised crop coordinates (N, L, 2) to image pixels via crops (N, 4)."""
     crops = np.asarray(crops, dtype=np.float64).reshape(-1, 1, 4)
     return crops[:, :, :2] + np.asarray(points, dtype=np.float64) * (crops[:, :, 2:] - crops[:, :, :2])
+
+
+def preset_crop_policy(preset: Optional[str]) -> CropPolicy:
+    """The crop policy fitted for a dataset preset (``None``: the 300W convention).
+
+    The numbers live in ``pipdetect/assets/crop_policies.json``, written by
+    ``models/fit_crop_policy.py`` (YuNet boxes and keypoints fitted to the
+    training crops on annotated faces).
+    """
+    import json
+    from importlib import resources
+
+    from .presets import get_preset
+
+    text = resources.files("pipdetect").joinpath("assets/crop_policies.json").read_text()
+    table = json.loads(text)
+    key = "300W" if preset is None else get_preset(preset).name
+    if key not in table:
+        raise KeyError(f"no crop policy fitted for preset {key!r}")
+    return CropPolicy.from_dict(table[key])
