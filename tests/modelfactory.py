@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import onnx
@@ -40,7 +40,7 @@ def make_spec(
     name: str = "test-model",
     input_size: tuple[int, int] = (256, 256),
     stride: int = 32,
-    crop_policy: Optional[dict[str, Any]] = None,
+    crop_policy: dict[str, Any] | None = None,
     **extra: Any,
 ) -> ModelSpec:
     mf = np.asarray(meanface, dtype=np.float64).reshape(-1, 2)
@@ -60,25 +60,32 @@ def _graph(
     spec: ModelSpec,
     weights: dict[str, np.ndarray],
     biases: dict[str, np.ndarray],
-    metadata: Optional[dict[str, str]] = None,
+    metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
     h, w = spec.input_size
     s = spec.stride
-    nodes = [helper.make_node("AveragePool", [INPUT_NAME], ["feat"],
-                              kernel_shape=[s, s], strides=[s, s])]
+    nodes = [
+        helper.make_node("AveragePool", [INPUT_NAME], ["feat"], kernel_shape=[s, s], strides=[s, s])
+    ]
     inits = []
     outputs = []
     mh, mw = spec.map_size
     for head in OUTPUT_NAMES:
         wt, bs = weights[head].astype(np.float32), biases[head].astype(np.float32)
-        inits += [numpy_helper.from_array(wt, f"{head}_w"), numpy_helper.from_array(bs, f"{head}_b")]
+        inits += [
+            numpy_helper.from_array(wt, f"{head}_w"),
+            numpy_helper.from_array(bs, f"{head}_b"),
+        ]
         nodes.append(helper.make_node("Conv", ["feat", f"{head}_w", f"{head}_b"], [head]))
-        outputs.append(helper.make_tensor_value_info(head, TensorProto.FLOAT,
-                                                     ["batch", wt.shape[0], mh, mw]))
+        outputs.append(
+            helper.make_tensor_value_info(head, TensorProto.FLOAT, ["batch", wt.shape[0], mh, mw])
+        )
     graph = helper.make_graph(
-        nodes, "pipdetect_test",
+        nodes,
+        "pipdetect_test",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, h, w])],
-        outputs, initializer=inits,
+        outputs,
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -92,10 +99,10 @@ def _graph(
 def known_answer_model(
     path: Path,
     shape: np.ndarray,
-    spec: Optional[ModelSpec] = None,
+    spec: ModelSpec | None = None,
     *,
     score: float = 0.75,
-    metadata: Optional[dict[str, str]] = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write a model whose decoded landmarks are ``shape`` (L, 2, normalised) for any image."""
     shape = np.asarray(shape, dtype=np.float64).reshape(-1, 2)
@@ -103,8 +110,10 @@ def known_answer_model(
     L, K = spec.num_landmarks, spec.num_nb
     mh, mw = spec.map_size
     nb = reference_neighbours(spec.meanface, K)
-    zeros = {head: np.zeros((c, 3, 1, 1)) for head, c in
-             zip(OUTPUT_NAMES, (L, L, L, L * K, L * K))}
+    zeros = {
+        head: np.zeros((c, 3, 1, 1))
+        for head, c in zip(OUTPUT_NAMES, (L, L, L, L * K, L * K), strict=False)
+    }
     biases = {
         "cls": np.full(L, score),
         "x": shape[:, 0] * mw,
@@ -121,7 +130,7 @@ def random_model(path: Path, spec: ModelSpec, seed: int = 0, scale: float = 1.0)
     rng = np.random.default_rng(seed)
     L, K = spec.num_landmarks, spec.num_nb
     weights, biases = {}, {}
-    for head, c in zip(OUTPUT_NAMES, (L, L, L, L * K, L * K)):
+    for head, c in zip(OUTPUT_NAMES, (L, L, L, L * K, L * K), strict=False):
         weights[head] = rng.normal(0, scale, (c, 3, 1, 1))
         biases[head] = rng.normal(0, 0.1, c)
     onnx.save(_graph(spec, weights, biases), str(path))

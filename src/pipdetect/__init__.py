@@ -20,6 +20,7 @@ from .errors import (
     InvalidImageError,
     ModelFormatError,
     ModelNotFoundError,
+    ModelOutputError,
     NoFaceError,
     PipdetectError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "LandmarkDetector",
     "ModelFormatError",
     "ModelNotFoundError",
+    "ModelOutputError",
     "NoFaceError",
     "PIPDecoder",
     "PipdetectError",

@@ -18,7 +18,7 @@ Conventions (used everywhere in pipdetect):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class CropPolicy:
     """
 
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    keypoints: Optional[np.ndarray] = None
+    keypoints: np.ndarray | None = None
     fitted_on: str = ""
 
     TYPE = "box-linear"
@@ -78,8 +78,9 @@ class CropPolicy:
         if kp is not None and (kp.shape != (_FEATURES, 4) or not np.all(np.isfinite(kp))):
             raise ModelFormatError(f"crop_policy.keypoints must be a finite {_FEATURES}x4 matrix")
         b = box.tolist()
-        return cls(box=(b[0], b[1], b[2], b[3]), keypoints=kp,
-                   fitted_on=str(data.get("fitted_on", "")))
+        return cls(
+            box=(b[0], b[1], b[2], b[3]), keypoints=kp, fitted_on=str(data.get("fitted_on", ""))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +90,7 @@ class CropPolicy:
             "fitted_on": self.fitted_on,
         }
 
-    def crops(self, boxes: np.ndarray, keypoints: Optional[np.ndarray] = None) -> np.ndarray:
+    def crops(self, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> np.ndarray:
         """Crops (N, 4) for face boxes (N, 4), optionally with YuNet keypoints (N, 5, 2)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         w = boxes[:, 2] - boxes[:, 0]
@@ -177,9 +178,13 @@ def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> n
         # dst pixel centre d maps to crop pixel (d + 0.5) * s - 0.5, i.e. image x1 + that.
         m = np.array([[sx, 0.0, x1 + 0.5 * sx - 0.5], [0.0, sy, y1 + 0.5 * sy - 0.5]])
         cv2.warpAffine(
-            image, m, (out_w, out_h), dst=out[i],
+            image,
+            m,
+            (out_w, out_h),
+            dst=out[i],
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0),
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0, 0),
         )
     return out
 
@@ -187,10 +192,12 @@ def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> n
 def crops_to_image(points: np.ndarray, crops: np.ndarray) -> np.ndarray:
     """Map normalised crop coordinates (N, L, 2) to image pixels via crops (N, 4)."""
     crops = np.asarray(crops, dtype=np.float64).reshape(-1, 1, 4)
-    return crops[:, :, :2] + np.asarray(points, dtype=np.float64) * (crops[:, :, 2:] - crops[:, :, :2])
+    return crops[:, :, :2] + np.asarray(points, dtype=np.float64) * (
+        crops[:, :, 2:] - crops[:, :, :2]
+    )
 
 
-def preset_crop_policy(preset: Optional[str]) -> CropPolicy:
+def preset_crop_policy(preset: str | None) -> CropPolicy:
     """The crop policy fitted for a dataset preset (``None``: the 300W convention).
 
     The numbers live in ``pipdetect/assets/crop_policies.json``, written by

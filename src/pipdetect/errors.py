@@ -15,6 +15,7 @@ __all__ = [
     "InvalidImageError",
     "ModelFormatError",
     "ModelNotFoundError",
+    "ModelOutputError",
     "NoFaceError",
     "PipdetectError",
 ]
@@ -40,8 +41,12 @@ class ModelFormatError(PipdetectError, ValueError):
     """A model file is not a valid pipdetect model (not ONNX, or metadata missing or wrong)."""
 
 
+class ModelOutputError(PipdetectError, RuntimeError):
+    """The network produced non-finite values (NaN or infinity): the model file is broken."""
+
+
 class CheckpointError(PipdetectError, ValueError):
-    """A PyTorch checkpoint cannot be converted (unsafe, truncated, or not matching the backbone)."""
+    """A PyTorch checkpoint cannot be converted (unsafe, truncated, or wrong backbone)."""
 
 
 class ModelNotFoundError(PipdetectError, LookupError):

@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,8 +73,8 @@ class ModelSpec:
     channel_order: str = "RGB"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    dataset: Optional[str] = None
-    backbone: Optional[str] = None
+    dataset: str | None = None
+    backbone: str | None = None
     license: str = "unknown"
     accuracy: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -220,10 +220,10 @@ class LoadedModel:
 
 
 def load_model(
-    path: Union[str, os.PathLike[str]],
+    path: str | os.PathLike[str],
     *,
-    threads: Optional[int] = None,
-    providers: Optional[list[str]] = None,
+    threads: int | None = None,
+    providers: list[str] | None = None,
 ) -> LoadedModel:
     """Open a pipdetect ONNX model and validate it before anything runs.
 
@@ -312,4 +312,4 @@ def _check_io(session: Any, spec: ModelSpec, source: str) -> None:
 
 def _dims_match(actual: Any, expected: tuple[int, ...]) -> bool:
     """Static dims must equal; symbolic (str/None) dims are accepted and checked at run time."""
-    return all(not isinstance(a, int) or a == e for a, e in zip(actual, expected))
+    return all(not isinstance(a, int) or a == e for a, e in zip(actual, expected, strict=False))

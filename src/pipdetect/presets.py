@@ -8,10 +8,9 @@ published for it, and how its training crops were built.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -39,24 +38,69 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("WFLW", "WFLW.txt", 98, "wflw98",
-               "dataset face rectangle enlarged by 1.2, not square",
-               {"resnet18": 4.57, "resnet50": 4.48, "resnet101": 4.31}, "inter-ocular"),
-        Preset("300W", "data_300W.txt", 68, "300w68",
-               "landmark bounding box enlarged by 1.1, not square",
-               {"resnet18": 3.36, "resnet50": 3.34, "resnet101": 3.19}, "inter-ocular"),
-        Preset("COFW", "COFW.txt", 29, "cofw29",
-               "dataset face box, see the reference preprocessing",
-               {"resnet18": 3.31, "resnet50": 3.18, "resnet101": 3.08}, "inter-ocular"),
-        Preset("AFLW", "AFLW.txt", 19, "aflw19",
-               "dataset face box, see the reference preprocessing",
-               {"resnet18": 1.48, "resnet50": 1.44, "resnet101": 1.42}, "box size"),
-        Preset("LaPa", "LaPa.txt", 106, "lapa106",
-               "dataset face box, see the reference preprocessing", {}, "inter-ocular"),
-        Preset("300W-CelebA", "data_300W_CELEBA.txt", 68, "300w68",
-               "GSSL: 300W labelled + CelebA unlabelled", {}, "inter-ocular"),
-        Preset("300W-COFW-WFLW", "data_300W_COFW_WFLW.txt", 68, "300w68",
-               "GSSL: 300W, COFW and WFLW combined", {}, "inter-ocular"),
+        Preset(
+            "WFLW",
+            "WFLW.txt",
+            98,
+            "wflw98",
+            "dataset face rectangle enlarged by 1.2, not square",
+            {"resnet18": 4.57, "resnet50": 4.48, "resnet101": 4.31},
+            "inter-ocular",
+        ),
+        Preset(
+            "300W",
+            "data_300W.txt",
+            68,
+            "300w68",
+            "landmark bounding box enlarged by 1.1, not square",
+            {"resnet18": 3.36, "resnet50": 3.34, "resnet101": 3.19},
+            "inter-ocular",
+        ),
+        Preset(
+            "COFW",
+            "COFW.txt",
+            29,
+            "cofw29",
+            "dataset face box, see the reference preprocessing",
+            {"resnet18": 3.31, "resnet50": 3.18, "resnet101": 3.08},
+            "inter-ocular",
+        ),
+        Preset(
+            "AFLW",
+            "AFLW.txt",
+            19,
+            "aflw19",
+            "dataset face box, see the reference preprocessing",
+            {"resnet18": 1.48, "resnet50": 1.44, "resnet101": 1.42},
+            "box size",
+        ),
+        Preset(
+            "LaPa",
+            "LaPa.txt",
+            106,
+            "lapa106",
+            "dataset face box, see the reference preprocessing",
+            {},
+            "inter-ocular",
+        ),
+        Preset(
+            "300W-CelebA",
+            "data_300W_CELEBA.txt",
+            68,
+            "300w68",
+            "GSSL: 300W labelled + CelebA unlabelled",
+            {},
+            "inter-ocular",
+        ),
+        Preset(
+            "300W-COFW-WFLW",
+            "data_300W_COFW_WFLW.txt",
+            68,
+            "300w68",
+            "GSSL: 300W, COFW and WFLW combined",
+            {},
+            "inter-ocular",
+        ),
     ]
 }
 
@@ -71,7 +115,7 @@ def get_preset(name: str) -> Preset:
     raise KeyError(f"unknown dataset preset {name!r}; known presets: {known}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _preset_meanface(file_name: str) -> np.ndarray:
     text = resources.files("pipdetect").joinpath("assets", "meanface", file_name).read_text()
     return _parse_meanface(text, file_name)
@@ -92,7 +136,7 @@ def _parse_meanface(text: str, source: str) -> np.ndarray:
     return values.reshape(-1, 2)
 
 
-def load_meanface(name_or_path: Union[str, Path]) -> np.ndarray:
+def load_meanface(name_or_path: str | Path) -> np.ndarray:
     """Load a mean face as an (L, 2) float64 array, normalised to the training crop.
 
     ``name_or_path`` is a preset name (``"WFLW"``, ``"300W"`` ...) or the path of a

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+EXAMPLE_IMAGE = ROOT / "examples" / "astronaut.jpg"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """The bundled public-domain NASA photo (skimage.data.astronaut), 512x512 BGR."""
+    image = cv2.imread(str(EXAMPLE_IMAGE))
+    assert image is not None, EXAMPLE_IMAGE
+    return image
+
+
+@pytest.fixture(scope="session")
+def wflw_meanface() -> np.ndarray:
+    from pipdetect.presets import load_meanface
+
+    return load_meanface("WFLW")
+
+
+@pytest.fixture(scope="session")
+def known_model(tmp_path_factory: pytest.TempPathFactory, wflw_meanface: np.ndarray) -> Path:
+    """A 98-point known-answer model whose landmarks are the WFLW mean face."""
+    from modelfactory import known_answer_model
+
+    return known_answer_model(tmp_path_factory.mktemp("models") / "known.onnx", wflw_meanface)

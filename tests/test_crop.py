@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipdetect.crop import (
+    CropPolicy,
+    as_boxes,
+    crop_from_landmarks,
+    crops_to_image,
+    preset_crop_policy,
+    warp_crops,
+)
+from pipdetect.errors import InvalidBoxError, ModelFormatError
+from pipdetect.presets import PRESETS
+
+
+def test_identity_policy_returns_the_box():
+    boxes = np.array([[10.0, 20.0, 110.0, 170.0]])
+    np.testing.assert_allclose(CropPolicy().crops(boxes), boxes)
+
+
+def test_box_policy_shifts_and_scales():
+    policy = CropPolicy(box=(0.1, -0.2, np.log(1.5), np.log(2.0)))
+    crop = policy.crops(np.array([[0.0, 0.0, 100.0, 50.0]]))[0]
+    cx, cy, w, h = (
+        (crop[0] + crop[2]) / 2,
+        (crop[1] + crop[3]) / 2,
+        crop[2] - crop[0],
+        crop[3] - crop[1],
+    )
+    np.testing.assert_allclose([cx, cy, w, h], [60.0, 15.0, 150.0, 100.0])
+
+
+def test_keypoint_policy_uses_normalised_keypoints():
+    coef = np.zeros((11, 4))
+    coef[1, 0] = 1.0  # crop centre x moves with the first keypoint's normalised x
+    policy = CropPolicy(keypoints=coef)
+    box = np.array([[0.0, 0.0, 100.0, 100.0]])
+    kps = np.zeros((1, 5, 2))
+    kps[0, 0] = [80.0, 50.0]  # (80 - 50) / 100 = 0.3 box widths right of centre
+    crop = policy.crops(box, kps)[0]
+    np.testing.assert_allclose(crop, [30.0, 0.0, 130.0, 100.0])
+    # Without keypoints the box-only parameters apply.
+    np.testing.assert_allclose(policy.crops(box)[0], box[0])
+
+
+def test_policy_round_trip_and_validation():
+    policy = CropPolicy(box=(0.0, 0.1, 0.2, 0.3), keypoints=np.ones((11, 4)), fitted_on="x")
+    again = CropPolicy.from_dict(policy.to_dict())
+    assert again.box == policy.box and again.fitted_on == "x"
+    np.testing.assert_array_equal(again.keypoints, policy.keypoints)
+    for bad in [
+        None,
+        {"type": "other"},
+        {"type": "box-linear"},
+        {"type": "box-linear", "box": [0, 0, 0]},
+        {"type": "box-linear", "box": [0, 0, 0, float("nan")]},
+        {"type": "box-linear", "box": [0, 0, 0, 0], "keypoints": [[1, 2]]},
+    ]:
+        with pytest.raises(ModelFormatError):
+            CropPolicy.from_dict(bad)
+
+
+def test_every_preset_has_a_policy():
+    for name in PRESETS:
+        assert isinstance(preset_crop_policy(name), CropPolicy)
+    assert isinstance(preset_crop_policy(None), CropPolicy)
+
+
+@pytest.mark.parametrize(
+    "box, match",
+    [
+        ((1, 2, 3), "shape"),
+        ("abcd", "numbers"),
+        ((0, 0, 0, 10), "zero or negative"),
+        ((10, 0, 5, 10), "zero or negative"),
+        ((0, 0, float("inf"), 10), "NaN or infinity"),
+        ([[0, 0, 1, 1], [0, 0]], "numbers"),
+    ],
+)
+def test_bad_boxes(box, match):
+    with pytest.raises(InvalidBoxError, match=match):
+        as_boxes(box)
+
+
+def test_as_boxes_shapes():
+    assert as_boxes((0, 0, 1, 1)).shape == (1, 4)
+    assert as_boxes(np.ones((3, 4)) * [0, 0, 2, 2]).shape == (3, 4)
+
+
+def test_warp_matches_cv2_resize_of_an_integer_crop(astronaut):
+    x1, y1, x2, y2 = 100, 60, 340, 380
+    expected = cv2.resize(astronaut[y1:y2, x1:x2], (256, 256), interpolation=cv2.INTER_LINEAR)
+    got = warp_crops(astronaut, np.array([[x1, y1, x2, y2]]), (256, 256))[0]
+    # warpAffine quantises sub-pixel positions to 1/32 px: allow a small difference.
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6
+
+
+def test_warp_pads_outside_with_black(astronaut):
+    # Crop hanging off the top-left: its left/top half must be black, the rest the image.
+    crop = np.array([[-256.0, -256.0, 256.0, 256.0]])
+    out = warp_crops(astronaut, crop, (64, 64))[0]
+    assert out[:31, :31].max() == 0
+    assert out[34:, 34:].mean() > 20
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    x1=st.floats(-100, 400),
+    y1=st.floats(-100, 400),
+    w=st.floats(1, 500),
+    h=st.floats(1, 500),
+    u=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=5),
+)
+def test_crops_to_image_is_affine(x1, y1, w, h, u):
+    pts = np.array(u)[None]
+    out = crops_to_image(pts, np.array([[x1, y1, x1 + w, y1 + h]]))[0]
+    np.testing.assert_allclose(out[:, 0], x1 + pts[0, :, 0] * w, atol=1e-9)
+    np.testing.assert_allclose(out[:, 1], y1 + pts[0, :, 1] * h, atol=1e-9)
+
+
+def test_warp_and_inverse_agree_on_a_drawn_dot():
+    # A dot at a known image position shows up where crops_to_image says it should.
+    img = np.zeros((300, 400, 3), np.uint8)
+    cv2.circle(img, (250, 120), 3, (255, 255, 255), -1)
+    crop = np.array([[180.0, 60.0, 330.0, 260.0]])
+    out = warp_crops(img, crop, (256, 256))[0, :, :, 0].astype(float)
+    ys, xs = np.nonzero(out > 128)
+    # The centre of output pixel d is crop pixel (d + 0.5) * s - 0.5, i.e. normalised
+    # coordinate u = ((d + 0.5) * s - 0.5) / crop_width; crops_to_image maps u back.
+    s = np.array([150 / 256, 200 / 256])
+    u = ((np.array([xs.mean(), ys.mean()]) + 0.5) * s - 0.5) / np.array([150.0, 200.0])
+    back = crops_to_image(u[None, None], crop)[0, 0]
+    np.testing.assert_allclose(back, [250, 120], atol=0.6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    sx=st.floats(20, 400),
+    sy=st.floats(20, 400),
+    tx=st.floats(-200, 600),
+    ty=st.floats(-200, 600),
+)
+def test_crop_from_landmarks_inverts_the_mapping(wflw_meanface, seed, sx, sy, tx, ty):
+    crop = np.array([[tx, ty, tx + sx, ty + sy]])
+    points = crops_to_image(wflw_meanface[None], crop)
+    np.testing.assert_allclose(
+        crop_from_landmarks(points, wflw_meanface), crop, rtol=1e-9, atol=1e-6
+    )
+
+
+def test_crop_from_landmarks_survives_collapsed_points(wflw_meanface):
+    points = np.full((1, len(wflw_meanface), 2), 50.0)
+    crop = crop_from_landmarks(points, wflw_meanface)
+    assert np.all(np.isfinite(crop)) and crop[0, 2] > crop[0, 0] and crop[0, 3] > crop[0, 1]

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from modelfactory import known_answer_model, make_spec, metadata_without, random_model
+from pipdetect.errors import ModelFormatError
+from pipdetect.model import FORMAT_VERSION, ModelSpec, load_model
+
+
+def test_spec_round_trip(wflw_meanface):
+    spec = make_spec(
+        wflw_meanface,
+        name="x",
+        dataset="WFLW",
+        backbone="resnet18",
+        accuracy={"nme": 4.57},
+        provenance={"source": "epoch59.pth"},
+    )
+    again = ModelSpec.from_dict(json.loads(spec.to_metadata()["pipdetect"]))
+    assert again.to_dict() == spec.to_dict()
+    np.testing.assert_array_equal(again.meanface, wflw_meanface)
+    assert again.map_size == (8, 8)
+
+
+def test_load_known_model(known_model):
+    model = load_model(known_model)
+    assert model.spec.num_landmarks == 98 and model.spec.num_nb == 10
+    maps = model.run(np.zeros((2, 3, 256, 256), np.float32))
+    assert [m.shape for m in maps] == [(2, 98, 8, 8)] * 3 + [(2, 980, 8, 8)] * 2
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"format_version": 99}, "version 99"),
+        ({"num_landmarks": 97}, "meanface has 196 values, expected 194"),
+        ({"num_nb": 98}, "num_nb"),
+        ({"num_nb": 2.5}, "integer"),
+        ({"stride": 30}, "multiples of stride"),
+        ({"channel_order": "HSV"}, "channel_order"),
+        ({"std": [1, 0, 1]}, "std must be positive"),
+        ({"meanface": [0.1] * 195}, "meanface|malformed"),
+        ({"crop_policy": {"type": "nope"}}, "crop_policy"),
+    ],
+)
+def test_spec_validation(wflw_meanface, change, match):
+    data = make_spec(wflw_meanface).to_dict()
+    data.update(change)
+    with pytest.raises(ModelFormatError, match=match):
+        ModelSpec.from_dict(data, "m.onnx")
+
+
+def test_missing_fields_are_named(wflw_meanface):
+    data = make_spec(wflw_meanface).to_dict()
+    del data["meanface"], data["num_nb"]
+    with pytest.raises(ModelFormatError, match="lacks num_nb, meanface"):
+        ModelSpec.from_dict(data)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_text_file_renamed_onnx(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("this is not a model\n")
+    with pytest.raises(ModelFormatError, match="not a loadable ONNX model"):
+        load_model(bad)
+
+
+def test_truncated_model(tmp_path, known_model):
+    data = Path(known_model).read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError):
+        load_model(bad)
+
+
+def test_onnx_without_metadata(tmp_path):
+    node = helper.make_node("Identity", ["image"], ["out"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelFormatError, match="without pipdetect metadata"):
+        load_model(path)
+
+
+def test_metadata_not_json(tmp_path, wflw_meanface):
+    path = known_answer_model(tmp_path / "m.onnx", wflw_meanface, metadata={"pipdetect": "{oops"})
+    with pytest.raises(ModelFormatError, match="not valid JSON"):
+        load_model(path)
+
+
+def test_metadata_missing_meanface(tmp_path, wflw_meanface):
+    spec = make_spec(wflw_meanface)
+    path = known_answer_model(
+        tmp_path / "m.onnx", wflw_meanface, metadata=metadata_without(spec, "meanface")
+    )
+    with pytest.raises(ModelFormatError, match="lacks meanface"):
+        load_model(path)
+
+
+def test_metadata_that_lies_about_landmarks(tmp_path, wflw_meanface):
+    # The graph has 98 landmarks, the metadata claims 68 (with a 68-point mean face).
+    lie = make_spec(wflw_meanface[:68])
+    path = known_answer_model(tmp_path / "m.onnx", wflw_meanface, metadata=lie.to_metadata())
+    with pytest.raises(ModelFormatError, match="output 'cls' has shape"):
+        load_model(path)
+
+
+def test_metadata_that_lies_about_input_size(tmp_path, wflw_meanface):
+    spec = make_spec(wflw_meanface)
+    lie = make_spec(wflw_meanface, input_size=(128, 128))
+    path = known_answer_model(tmp_path / "m.onnx", wflw_meanface, spec, metadata=lie.to_metadata())
+    with pytest.raises(ModelFormatError, match="input 'image' has shape"):
+        load_model(path)
+
+
+def test_random_model_loads_with_odd_sizes(tmp_path, wflw_meanface):
+    spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
+    model = load_model(random_model(tmp_path / "r.onnx", spec))
+    assert model.spec.map_size == (3, 5)
+    maps = model.run(np.random.default_rng(0).normal(size=(3, 3, 96, 160)).astype(np.float32))
+    assert maps[0].shape == (3, 19, 3, 5) and maps[3].shape == (3, 76, 3, 5)
+
+
+def test_threads_argument(known_model):
+    assert load_model(known_model, threads=1).spec.num_landmarks == 98
+    with pytest.raises(ValueError, match="threads"):
+        load_model(known_model, threads=0)
+
+
+def test_format_version_is_one():
+    assert FORMAT_VERSION == 1
