@@ -1,0 +1,275 @@
+"""End to end: image -> faces -> crops -> model -> landmarks -> image pixels."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelfactory import known_answer_model, make_spec, random_model, reference_neighbours
+from pipdetect import Face, LandmarkDetector, NoFaceError
+from pipdetect.crop import CropPolicy, preset_crop_policy
+from pipdetect.errors import InvalidBoxError, InvalidImageError, ModelFormatError
+
+BOX = (180.0, 70.0, 300.0, 240.0)  # roughly the astronaut's face
+
+
+@pytest.fixture(scope="module")
+def det(known_model: Path) -> LandmarkDetector:
+    return LandmarkDetector(known_model)
+
+
+def analytic(shape: np.ndarray, crop) -> np.ndarray:
+    x1, y1, x2, y2 = crop
+    return np.stack([x1 + shape[:, 0] * (x2 - x1), y1 + shape[:, 1] * (y2 - y1)], axis=1)
+
+
+# ------------------------------------------------------------------ known answer
+def test_known_answer_with_explicit_box(det, astronaut, wflw_meanface):
+    points = det(astronaut, box=BOX)
+    assert points.dtype == np.float32 and points.shape == (98, 2)
+    np.testing.assert_allclose(points, analytic(wflw_meanface, BOX), atol=0.01)
+
+
+def test_known_answer_with_a_fitted_policy(tmp_path, astronaut, wflw_meanface):
+    policy = CropPolicy(box=(0.05, -0.1, np.log(1.2), np.log(1.3)))
+    spec = make_spec(wflw_meanface, crop_policy=policy.to_dict())
+    det = LandmarkDetector(known_answer_model(tmp_path / "k.onnx", wflw_meanface, spec))
+    face = det.detect(astronaut, boxes=[BOX])[0]
+    w, h = BOX[2] - BOX[0], BOX[3] - BOX[1]
+    cx, cy = (BOX[0] + BOX[2]) / 2 + 0.05 * w, (BOX[1] + BOX[3]) / 2 - 0.1 * h
+    crop = (cx - 0.6 * w, cy - 0.65 * h, cx + 0.6 * w, cy + 0.65 * h)
+    np.testing.assert_allclose(face.crop, crop, atol=1e-9)
+    np.testing.assert_allclose(face.landmarks, analytic(wflw_meanface, crop), atol=0.01)
+    assert face.box == BOX and face.score == 1.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(dx=st.integers(0, 300), dy=st.integers(0, 300), scale=st.floats(0.3, 3.0))
+def test_known_answer_follows_translation_scaling_and_padding(
+    det, astronaut, wflw_meanface, dx, dy, scale
+):
+    image = cv2.resize(astronaut, None, fx=scale, fy=scale)
+    image = cv2.copyMakeBorder(image, dy, 0, dx, 0, cv2.BORDER_CONSTANT)
+    box = tuple(np.array(BOX) * scale + [dx, dy, dx, dy])
+    points = det(image, box=box)
+    np.testing.assert_allclose(points, analytic(wflw_meanface, box), atol=0.01)
+
+
+def test_face_cut_by_the_border_is_padded_not_squeezed(det, astronaut, wflw_meanface):
+    box = (-60.0, -40.0, 90.0, 150.0)  # hangs off the top-left corner
+    face = det.detect(astronaut, boxes=[box])[0]
+    assert face.crop == box
+    np.testing.assert_allclose(face.landmarks, analytic(wflw_meanface, box), atol=0.01)
+
+
+def test_several_boxes_keep_their_order(det, astronaut, wflw_meanface):
+    boxes = [(0.0, 0.0, 50.0, 60.0), BOX, (300.0, 300.0, 400.0, 420.0)]
+    faces = det.detect(astronaut, boxes=boxes)
+    assert [f.box for f in faces] == boxes
+    for f, b in zip(faces, boxes, strict=True):
+        np.testing.assert_allclose(f.landmarks, analytic(wflw_meanface, b), atol=0.01)
+
+
+def test_predict_crops_reference_frame(det, astronaut, wflw_meanface):
+    crops = [astronaut[50:250, 170:310], astronaut[:100, :300], astronaut]
+    out = det.predict_crops(crops)
+    assert out.shape == (3, 98, 2) and out.dtype == np.float32
+    for o, c in zip(out, crops, strict=True):
+        np.testing.assert_allclose(o, wflw_meanface * [c.shape[1], c.shape[0]], atol=1e-3)
+    one = det.predict_crops(crops[0])
+    np.testing.assert_allclose(one[0], out[0])
+    assert det.predict_crops([]).shape == (0, 98, 2)
+
+
+# ------------------------------------------------------------- YuNet + model
+def test_astronaut_one_face_landmarks_inside_the_face_box(tmp_path, astronaut, wflw_meanface):
+    spec = make_spec(wflw_meanface, crop_policy=preset_crop_policy("WFLW").to_dict())
+    det = LandmarkDetector(known_answer_model(tmp_path / "k.onnx", wflw_meanface, spec))
+    faces = det.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    x1, y1, x2, y2 = face.box
+    w, h = x2 - x1, y2 - y1
+    assert 0.5 < face.score <= 1.0 and 80 < w < 250 and 80 < h < 300
+    lm = face.landmarks
+    # Inside the face box, up to a tenth of its size (the jaw may touch its edge).
+    assert np.all(lm[:, 0] > x1 - 0.1 * w) and np.all(lm[:, 0] < x2 + 0.1 * w)
+    assert np.all(lm[:, 1] > y1 - 0.1 * h) and np.all(lm[:, 1] < y2 + 0.1 * h)
+    np.testing.assert_allclose(lm, analytic(wflw_meanface, face.crop), atol=0.01)
+    np.testing.assert_array_equal(det(astronaut), lm)
+
+
+def test_detection_follows_translation_and_scale(det, astronaut):
+    base = det.detect(astronaut)[0]
+    shifted = det.detect(cv2.copyMakeBorder(astronaut, 64, 0, 96, 0, cv2.BORDER_CONSTANT))[0]
+    np.testing.assert_allclose(shifted.landmarks, base.landmarks + [96, 64], atol=2.0)
+    big = det.detect(cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))[0]
+    np.testing.assert_allclose(big.landmarks, base.landmarks * 2, atol=5.0)
+
+
+def test_multi_face_sorted_largest_first(det, known_model, astronaut):
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((512, 512 + 256 + 256, 3), np.uint8)
+    canvas[:256, :256] = small
+    canvas[:, 256:768] = astronaut
+    canvas[256:, 768:] = small
+    faces = det.detect(canvas)
+    assert len(faces) == 3
+    areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
+    assert areas == sorted(areas, reverse=True)
+    assert 256 < faces[0].box[0] < 768  # the big face comes first
+    capped = LandmarkDetector(known_model, max_faces=2).detect(canvas)
+    assert [f.box for f in capped] == [f.box for f in faces[:2]]
+
+
+def test_no_face_raises_in_call_and_returns_empty_in_detect(det):
+    blank = np.full((200, 300, 3), 127, np.uint8)
+    assert det.detect(blank) == []
+    with pytest.raises(NoFaceError, match="no face") as info:
+        det(blank)
+    assert isinstance(info.value, LookupError)
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    assert det.detect(tiny) == []
+
+
+# ----------------------------------------------------- parity with the reference
+def reference_pipeline(model_path: Path, crop: np.ndarray, meanface, num_nb: int) -> np.ndarray:
+    """The reference demo's steps, written plainly: resize, RGB, normalise, run, decode."""
+    import onnxruntime as ort
+
+    img = cv2.resize(crop, (256, 256), interpolation=cv2.INTER_LINEAR)[:, :, ::-1] / 255.0
+    x = ((img - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(2, 0, 1)[None]
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    cls, ox, oy, nbx, nby = (m[0] for m in sess.run(None, {"image": x.astype(np.float32)}))
+    L, H, W = cls.shape
+    nb = reference_neighbours(meanface, num_nb)
+    own, votes = [], [[] for _ in range(L)]
+    for i in range(L):
+        c = int(np.argmax(cls[i].reshape(-1)))
+        r, col = divmod(c, W)
+        own.append(((col + ox[i].reshape(-1)[c]) / W, (r + oy[i].reshape(-1)[c]) / H))
+        for k in range(num_nb):
+            j = nb[i, k]
+            votes[j].append(
+                (
+                    (col + nbx[i * num_nb + k].reshape(-1)[c]) / W,
+                    (r + nby[i * num_nb + k].reshape(-1)[c]) / H,
+                )
+            )
+    max_len = max(len(v) for v in votes)
+    out = []
+    for j in range(L):
+        v = votes[j]
+        padded = [v[t % len(v)] for t in range(max_len)] if v else []
+        out.append(np.mean([own[j], *padded], axis=0))
+    return np.array(out) * [crop.shape[1], crop.shape[0]]
+
+
+def test_predict_crops_matches_the_reference_pipeline(tmp_path, astronaut, wflw_meanface):
+    mf = wflw_meanface[::5]  # 20 landmarks
+    path = random_model(tmp_path / "r.onnx", make_spec(mf, num_nb=6), seed=3, scale=3.0)
+    det = LandmarkDetector(path)
+    crops = [astronaut[40:260, 150:330], astronaut[200:512, 0:300]]
+    got = det.predict_crops(crops)
+    for g, c in zip(got, crops, strict=True):
+        np.testing.assert_allclose(g, reference_pipeline(path, c, mf, 6), atol=1e-3)
+    # RGB input gives the same answer as BGR input of the same pixels.
+    rgb = det.predict_crops([c[:, :, ::-1] for c in crops], color="rgb")
+    np.testing.assert_array_equal(rgb, got)
+
+
+def test_batching_does_not_change_results(tmp_path, astronaut, wflw_meanface):
+    path = random_model(tmp_path / "r.onnx", make_spec(wflw_meanface[::4], num_nb=5), seed=1)
+    boxes = [(x, y, x + 120.0, y + 150.0) for x in (0, 100, 200, 300) for y in (0, 150, 300)]
+    one_by_one = [LandmarkDetector(path).detect(astronaut, boxes=[b])[0] for b in boxes]
+    batched = LandmarkDetector(path, batch_size=4).detect(astronaut, boxes=boxes)
+    for a, b in zip(one_by_one, batched, strict=True):
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-4)
+
+
+# --------------------------------------------------------------- odd and bad input
+@pytest.mark.parametrize(
+    "image, error",
+    [
+        (None, InvalidImageError),
+        (np.zeros((0, 0, 3), np.uint8), InvalidImageError),
+        (np.zeros((10, 10, 2), np.uint8), InvalidImageError),
+        (np.zeros((2, 10, 10, 3), np.uint8), InvalidImageError),
+        (np.zeros((10, 10, 3), bool), InvalidImageError),
+        ("does/not/exist.jpg", FileNotFoundError),
+    ],
+)
+def test_bad_images(det, image, error):
+    with pytest.raises(error):
+        det.detect(image)
+    with pytest.raises(error):
+        det(image, box=BOX)
+
+
+def test_views_and_negative_strides_simply_work(det, astronaut, wflw_meanface):
+    flipped = astronaut[:, ::-1]
+    w = astronaut.shape[1]
+    box = (w - BOX[2], BOX[1], w - BOX[0], BOX[3])
+    np.testing.assert_allclose(det(flipped, box=box), analytic(wflw_meanface, box), atol=0.01)
+    view = np.asfortranarray(astronaut)[::2, ::2]
+    assert det(view, box=(10, 10, 100, 100)).shape == (98, 2)
+
+
+def test_other_dtypes_are_converted_as_documented(det, astronaut):
+    u16 = astronaut.astype(np.uint16) * 257
+    f32 = astronaut.astype(np.float32) / 255
+    base = det.detect(astronaut)[0].landmarks
+    np.testing.assert_allclose(det(u16), base, atol=1e-3)
+    np.testing.assert_allclose(det(f32), base, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0, 0, 0, 10),
+        (50, 50, 10, 10),
+        (1, 2, 3),
+        (0, 0, float("nan"), 10),
+        (1000, 1000, 1100, 1100),
+        (-300, -300, -200, -200),
+    ],
+)
+def test_bad_boxes(det, astronaut, box):
+    with pytest.raises(InvalidBoxError):
+        det(astronaut, box=box)
+
+
+def test_missing_and_invalid_model_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        LandmarkDetector(tmp_path / "missing.onnx")
+    txt = tmp_path / "model.onnx"
+    txt.write_text("hello")
+    with pytest.raises(ModelFormatError):
+        LandmarkDetector(txt)
+
+
+def test_face_is_frozen_and_serialisable(det, astronaut):
+    face = det.detect(astronaut, boxes=[BOX])[0]
+    assert isinstance(face, Face)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        face.score = 0.0  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        face.landmarks[0, 0] = 1.0
+    d = face.to_dict()
+    assert set(d) == {"box", "crop", "score", "landmarks", "scores"}
+    assert len(d["landmarks"]) == 98 and len(d["scores"]) == 98
+
+
+def test_constructor_arguments(known_model):
+    with pytest.raises(ValueError, match="max_faces"):
+        LandmarkDetector(known_model, max_faces=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        LandmarkDetector(known_model, batch_size=0)
+    det = LandmarkDetector(known_model, threads=1)
+    assert det.num_landmarks == 98 and "known" in repr(det)
