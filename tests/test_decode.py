@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 import reference_decode as ref
 from modelfactory import reference_neighbours
 from pipdetect import PipdetectError
-from pipdetect.decode import DecodeError, PIPDecoder
-from pipdetect.errors import ModelOutputError
+from pipdetect.decode import PIPDecoder
+from pipdetect.errors import DecodeError, ModelOutputError
 from pipdetect.presets import load_meanface
 
 

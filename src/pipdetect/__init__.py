@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CheckpointError,
+    DecodeError,
     DownloadError,
     InvalidBoxError,
     InvalidImageError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DecodeError",
     "DownloadError",
     "Face",
     "InvalidBoxError",

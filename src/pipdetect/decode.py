@@ -20,23 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelOutputError, PipdetectError
+from .errors import DecodeError, ModelOutputError
 
-__all__ = ["MERGE_MODES", "DecodeError", "PIPDecoder"]
+__all__ = ["MERGE_MODES", "PIPDecoder"]
 
 MERGE_MODES = ("reference", "mean", "none")
 """Accepted values of ``PIPDecoder(merge=...)``."""
 
 _MAP_NAMES = ("cls", "x", "y", "nb_x", "nb_y")
-
-
-class DecodeError(PipdetectError, ValueError):
-    """The decoder's configuration or its input maps are unusable.
-
-    Raised for a malformed mean face, ``num_nb`` or ``merge``, and for maps with
-    the wrong dtype, number of dimensions, channel counts or sizes. (Non-finite
-    values in the maps raise :class:`~pipdetect.errors.ModelOutputError`.)
-    """
 
 
 def _as_meanface(meanface: Any) -> np.ndarray:

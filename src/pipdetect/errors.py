@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DecodeError",
     "DownloadError",
     "InvalidBoxError",
     "InvalidImageError",
@@ -55,3 +56,12 @@ class ModelNotFoundError(PipdetectError, LookupError):
 
 class DownloadError(PipdetectError, OSError):
     """A model could not be downloaded or verified."""
+
+
+class DecodeError(PipdetectError, ValueError):
+    """The decoder's configuration or its input maps are unusable.
+
+    Raised for a malformed mean face, ``num_nb`` or ``merge``, and for maps with
+    the wrong dtype, number of dimensions, channel counts or sizes. (Non-finite
+    values in the maps raise :class:`~pipdetect.errors.ModelOutputError`.)
+    """
