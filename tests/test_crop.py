@@ -51,6 +51,7 @@ def test_keypoint_policy_uses_normalised_keypoints():
 def test_policy_round_trip_and_validation():
     policy = CropPolicy(box=(0.0, 0.1, 0.2, 0.3), keypoints=np.ones((11, 4)), fitted_on="x")
     again = CropPolicy.from_dict(policy.to_dict())
+    assert again == policy and again != CropPolicy() and len({again, policy}) == 1
     assert again.box == policy.box and again.fitted_on == "x"
     np.testing.assert_array_equal(again.keypoints, policy.keypoints)
     for bad in [

@@ -35,7 +35,7 @@ __all__ = [
 _FEATURES = 11  # 1 + 5 keypoints x (x, y)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CropPolicy:
     """How a face detector's box (and its five keypoints) becomes the model's crop.
 
@@ -81,6 +81,14 @@ class CropPolicy:
         return cls(
             box=(b[0], b[1], b[2], b[3]), keypoints=kp, fitted_on=str(data.get("fitted_on", ""))
         )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CropPolicy):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
         return {
