@@ -1,0 +1,114 @@
+"""``pipdetect convert``: PIP-Net checkpoint (.pth) -> pipdetect ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..presets import PRESETS
+from .arch import BACKBONES
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+examples:
+  pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o pipnet-r18-wflw.onnx
+  pipdetect convert my_finetune.pth --backbone resnet50 --meanface meanface.txt \\
+      --num-nb 10 -o mine.onnx
+
+The checkpoint is read without PyTorch and without running any code from it:
+only tensors are rebuilt (zip and legacy torch.save formats). Every weight is
+checked against the reference PIP-Net architecture. Needs the `onnx` package:
+pip install 'pipdetect[convert]'.
+
+Licence: the official PIP-Net weights were trained on research-only datasets;
+the converted models say so in their metadata (research use only).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pipdetect convert``."""
+    parser = argparse.ArgumentParser(
+        prog="pipdetect convert",
+        description="Convert a PIP-Net PyTorch checkpoint (state_dict .pth) into a pipdetect "
+                    "ONNX model, batch-norm folded, with the metadata LandmarkDetector needs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, help="the .pth file written by torch.save")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="ONNX file to write (default: <name>.onnx in the current folder)")
+    parser.add_argument("--backbone", required=True, metavar="NAME",
+                        help=f"network backbone: {', '.join(BACKBONES)}")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="PRESET",
+                        help="official training set (case-insensitive): "
+                             f"{', '.join(PRESETS)}; sets mean face, landmark scheme, "
+                             "crop policy, published accuracy and licence note")
+    source.add_argument("--meanface", type=Path, metavar="FILE",
+                        help="mean face of a custom training (x1 y1 x2 y2 ... normalised to "
+                             "the crop, as the reference repo's meanface.txt)")
+    parser.add_argument("--num-nb", type=int, default=None, metavar="K",
+                        help="number of neighbours the model was trained with (read from the "
+                             "checkpoint; if given, it is checked)")
+    parser.add_argument("--name", default=None,
+                        help="model name stored in the file (default: pipnet-r18-wflw style "
+                             "for a dataset, the output file name for a custom mean face)")
+    parser.add_argument("--stride", type=int, default=32, metavar="PIXELS",
+                        help="net_stride of the model (default 32, as every official model; "
+                             "the reference also has 64 and 128, and 16 for resnet18)")
+    parser.add_argument("--input-size", type=int, default=256, metavar="PIXELS",
+                        help="square network input size (default 256)")
+    parser.add_argument("--crop-policy", default=None, metavar="PRESET",
+                        help="use the face-box-to-crop policy fitted for this preset "
+                             "(default: the dataset's; 300W's for a custom mean face)")
+    return parser
+
+
+def _default_output(args: argparse.Namespace) -> Path:
+    if args.name:
+        return Path(f"{args.name}.onnx")
+    if args.dataset:
+        from ..presets import get_preset
+        from .arch import SHORT_NAMES, normalise_backbone
+
+        preset = get_preset(args.dataset)
+        stem = f"pipnet-{SHORT_NAMES[normalise_backbone(args.backbone)]}-{preset.name.lower()}"
+        return Path(stem + (f"-s{args.stride}" if args.stride != 32 else "") + ".onnx")
+    return Path(f"{args.checkpoint.stem}.onnx")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pipdetect convert``; returns the exit status (0 ok, 2 on any error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+
+    from ..errors import PipdetectError
+    from . import convert_checkpoint
+
+    start = time.perf_counter()
+    try:
+        output = args.output if args.output is not None else _default_output(args)
+        spec = convert_checkpoint(
+            args.checkpoint, output,
+            backbone=args.backbone, dataset=args.dataset, meanface=args.meanface,
+            num_nb=args.num_nb, name=args.name, stride=args.stride,
+            input_size=args.input_size, crop_policy=args.crop_policy,
+        )
+    except (PipdetectError, ValueError, OSError, ImportError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"pipdetect convert: error: {message}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    size_mb = output.stat().st_size / 1e6
+    print(f"wrote {output} ({spec.name}: {spec.backbone}, {spec.num_landmarks} landmarks, "
+          f"num_nb {spec.num_nb}, input {spec.input_size[0]}x{spec.input_size[1]}, "
+          f"stride {spec.stride}; {size_mb:.1f} MB) in {seconds:.1f} s")
+    if spec.dataset is not None:
+        print("licence: research use only (trained on a non-commercial research dataset)")
+    return 0
