@@ -27,6 +27,7 @@ from ..model import ModelSpec
 from ..presets import PRESETS, Preset, get_preset, load_meanface
 from .arch import (
     SHORT_NAMES,
+    STRIDES,
     build_architecture,
     check_state_dict,
     infer_heads,
@@ -226,6 +227,11 @@ def convert_checkpoint(
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)):
         raise ValueError(f"stride must be an integer, got {stride!r}")
     stride = int(stride)
+    if stride not in STRIDES[backbone]:
+        raise ValueError(
+            f"the reference PIP-Net {backbone} has no net_stride {stride}; it supports "
+            f"{', '.join(map(str, STRIDES[backbone]))}"
+        )
     size = _input_size(input_size, stride)
     policy = _crop_policy(crop_policy, preset)
     if preset is not None:
