@@ -16,17 +16,22 @@ flipped), each for all requests or only the next ``times`` ones.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_API_WRITE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<action>preupload|commit)/[^/]+$")
 FAULTS = ("404", "500", "drop", "corrupt")
 
 
@@ -47,12 +52,22 @@ class _Repo:
     def files(self) -> dict[str, bytes]:
         return self.snapshots.get(self.head, {})
 
-    def change(self, filename: str, data: bytes | None) -> str:
-        files = dict(self.files)
+    pending: dict[str, bytes] | None = None
+
+    def change(self, filename: str, data: bytes | None, advance: bool = True) -> str:
+        """Change one file; ``advance=False`` collects changes until :meth:`seal`."""
+        if self.pending is None:
+            self.pending = dict(self.files)
         if data is None:
-            files.pop(filename, None)
+            self.pending.pop(filename, None)
         else:
-            files[filename] = data
+            self.pending[filename] = data
+        return self.seal() if advance else self.head
+
+    def seal(self) -> str:
+        """Make one commit of the collected changes."""
+        files = self.pending if self.pending is not None else dict(self.files)
+        self.pending = None
         h = hashlib.sha1(b"pipdetect-stand-in" + self.head.encode())
         for name in sorted(files):
             h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
@@ -70,6 +85,8 @@ class HubStandIn:
         self._lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request received, in order."""
+        self.commits: list[tuple[str, str, list[str]]] = []
+        """(repo_id, commit summary, changed paths) of every commit uploaded."""
         self.body_delay = 0.0
         """Seconds to wait before sending a GET body (to make downloads overlap)."""
         self._server: ThreadingHTTPServer | None = None
@@ -155,6 +172,18 @@ class HubStandIn:
                 return "RevisionNotFound", None, None
             return None, commit, repo.snapshots[commit].get(filename)
 
+    def _create(self, repo_id: str) -> None:
+        with self._lock:
+            self._repos.setdefault(repo_id, _Repo())
+
+    def _commit(self, repo_id: str, changes: dict[str, bytes | None], summary: str) -> str:
+        with self._lock:
+            repo = self._repos.setdefault(repo_id, _Repo())
+            self.commits.append((repo_id, summary, sorted(changes)))
+            for name, data in changes.items():
+                repo.change(name, data, advance=False)
+            return repo.seal()
+
     def _take_fault(self, filename: str, method: str) -> str | None:
         with self._lock:
             fault = self._faults.get(filename)
@@ -181,6 +210,64 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._serve(send_body=True)
+
+    def do_POST(self) -> None:
+        """The write endpoints ``HfApi.create_repo`` and ``HfApi.upload_folder`` use."""
+        path = urlsplit(self.path).path
+        with self.hub._lock:
+            self.hub.requests.append(("POST", path))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("Authorization") is None:
+            self._json(401, {"error": "no token"})
+            return
+        if path == "/api/repos/create":
+            req = json.loads(body or b"{}")
+            repo_id = req["name"]
+            if req.get("organization"):
+                repo_id = f"{req['organization']}/{repo_id}"
+            self.hub._create(repo_id)
+            self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id})
+            return
+        if path == "/api/validate-yaml":  # README.md metadata: accepted as it is
+            self._json(200, {"errors": [], "warnings": []})
+            return
+        match = _API_WRITE.match(path)
+        if match is None:
+            self._error(404)
+            return
+        repo_id = unquote(match["repo"])
+        if match["action"] == "preupload":
+            files = json.loads(body)["files"]
+            self._json(200, {"files": [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                for f in files
+            ]})
+            return
+        changes: dict[str, bytes | None] = {}
+        summary = ""
+        for line in body.decode().splitlines():
+            item = json.loads(line)
+            if item["key"] == "header":
+                summary = item["value"].get("summary", "")
+            elif item["key"] == "file":
+                changes[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                changes[item["value"]["path"]] = None
+            else:
+                self._json(400, {"error": f"the stand-in cannot do {item['key']!r}"})
+                return
+        commit = self.hub._commit(repo_id, changes, summary)
+        self._json(200, {"commitUrl": f"{self.hub.url}/{repo_id}/commit/{commit}",
+                         "commitOid": commit, "pullRequestUrl": None})
+
+    def _json(self, status: int, data: object) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
 
     def _error(self, status: int, code: str | None = None, commit: str | None = None) -> None:
         self.send_response(status)
@@ -245,3 +332,46 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         self.wfile.write(body)
+
+
+HF_VARS = (
+    "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE", "HF_TOKEN", "PIPDETECT_REPO", "PIPDETECT_REVISION",
+)
+"""Environment variables that change where the Hub client goes; cleared by :func:`use_stand_in`."""
+
+
+class _NoSleep:
+    """Stands in for the ``time`` module inside huggingface_hub: retries without waiting."""
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def use_stand_in(monkeypatch: Any, hub: HubStandIn, home: Path) -> None:
+    """Point the Hub client at ``hub`` and its cache at ``home`` (HF_HOME) for one test.
+
+    huggingface_hub reads its environment once, at import (``constants.ENDPOINT``
+    is whatever ``HF_ENDPOINT`` was then); pipdetect reads ``HF_ENDPOINT`` and the
+    cache variables when called, so setting the environment is enough for it.
+    Telemetry is switched off (it would fetch an agent registry from
+    ``constants.ENDPOINT``), and the client's back-off sleeps (up to 8 s between
+    retries of server errors) are skipped: the retries still happen.
+    """
+    import huggingface_hub.constants as constants
+    import huggingface_hub.file_download as file_download
+    import huggingface_hub.utils._http as http
+
+    for var in HF_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(http, "time", _NoSleep())
+    monkeypatch.setattr(file_download, "time", _NoSleep())

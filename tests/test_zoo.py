@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubserver import HubStandIn
+from hubserver import HF_VARS, HubStandIn, use_stand_in
 from modelfactory import known_answer_model, make_spec
 from pipdetect import zoo
 from pipdetect.errors import DownloadError, ModelNotFoundError, PipdetectError
@@ -32,11 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REPO = "pipdetect/pipnet"
 WFLW = "pipnet-r18-wflw"
 W300 = "pipnet-r18-300w"
-
-HF_VARS = (
-    "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE", "PIPDETECT_REPO", "PIPDETECT_REVISION",
-)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -54,16 +48,6 @@ def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return out
 
 
-class _NoSleep:
-    """Stands in for the ``time`` module inside huggingface_hub: retries without waiting."""
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
 @pytest.fixture
 def hub() -> Any:
     with HubStandIn() as server:
@@ -73,25 +57,8 @@ def hub() -> Any:
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hub: HubStandIn) -> Path:
     """Point the Hub client at the stand-in and the cache at tmp_path; returns HF_HOME."""
-    import huggingface_hub.constants as constants
-    import huggingface_hub.file_download as file_download
-    import huggingface_hub.utils._http as http
-
-    for var in HF_VARS:
-        monkeypatch.delenv(var, raising=False)
     home = tmp_path / "hf"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    # huggingface_hub read its environment at import (constants.ENDPOINT is whatever
-    # HF_ENDPOINT was then): pipdetect passes the endpoint it reads at call time. Telemetry
-    # (and the agent registry it fetches from constants.ENDPOINT) is switched off here.
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    # The client retries server errors with back-off sleeps of up to 8 s: skip the waiting.
-    monkeypatch.setattr(http, "time", _NoSleep())
-    monkeypatch.setattr(file_download, "time", _NoSleep())
+    use_stand_in(monkeypatch, hub, home)
     return home
 
 
