@@ -4,9 +4,13 @@ It serves files from memory on 127.0.0.1 (a free port chosen by the system),
 in a thread, answering ``HEAD`` and ``GET`` on
 ``/{repo_id}/resolve/{revision}/{filename}`` with ``Content-Length``, ``ETag``
 (the SHA-256 of the file, like the Hub does for LFS files) and
-``X-Repo-Commit``, ``Range`` requests with ``206``, and every ``/api/...`` path
-with ``404``. The revision is ``main`` or a commit id; every change to a
-repository makes a new commit, and old commits stay available.
+``X-Repo-Commit``, ``Range`` requests with ``206``, and every other read
+(``/api/...``) with ``404``. For ``HfApi.create_repo`` / ``upload_folder`` it
+also takes ``POST /api/repos/create``, ``/api/validate-yaml`` and
+``/api/models/{repo_id}/{preupload,commit}/{revision}`` (every file uploaded
+"regular", inline in the commit; any token accepted, none refused with 401).
+The revision is ``main`` or a commit id; every change to a repository makes a
+new commit, and old commits stay available.
 
 Faults can be injected per file name (:meth:`HubStandIn.fail`): ``"404"``,
 ``"500"``, ``"drop"`` (headers with the full length, then half the body, then
