@@ -17,6 +17,7 @@ from pipdetect.crop import CropPolicy, preset_crop_policy
 from pipdetect.errors import InvalidBoxError, InvalidImageError, ModelFormatError
 
 BOX = (180.0, 70.0, 300.0, 240.0)  # roughly the astronaut's face
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +274,94 @@ def test_constructor_arguments(known_model):
         LandmarkDetector(known_model, batch_size=0)
     det = LandmarkDetector(known_model, threads=1)
     assert det.num_landmarks == 98 and "known" in repr(det)
+
+
+# ------------------------------------------------------------------ batches
+def _counting(run, calls: list[int]):
+    def counted(batch):
+        calls.append(len(batch))
+        return run(batch)
+
+    return counted
+
+
+def test_detect_batch_equals_one_by_one(tmp_path, astronaut, wflw_meanface):
+    """Faces of several images through one network call give the results of detect()."""
+    spec = make_spec(wflw_meanface[::4], num_nb=5, crop_policy=preset_crop_policy("WFLW").to_dict())
+    path = random_model(tmp_path / "r.onnx", spec, seed=2, scale=2.0)
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    two = np.zeros((512, 1024, 3), np.uint8)
+    two[:, :512] = astronaut
+    two[100:356, 600:856] = small
+    blank = np.full((100, 120, 3), 90, np.uint8)
+    images = [astronaut, two, blank, small[:, ::-1], str(EXAMPLE)]
+    single = LandmarkDetector(path)
+    expected = [single.detect(img) for img in images]
+    assert [len(e) for e in expected] == [1, 2, 0, 1, 1]
+    for batch_size in (1, 2, 16):
+        det = LandmarkDetector(path, batch_size=batch_size)
+        calls: list[int] = []
+        det._model = dataclasses.replace(det._model)
+        object.__setattr__(det._model, "run", _counting(det._model.run, calls))
+        got = det.detect_batch(images)
+        assert calls == [min(batch_size, 5 - i) for i in range(0, 5, batch_size)]
+        for g, e in zip(got, expected, strict=True):
+            assert len(g) == len(e)
+            for a, b in zip(g, e, strict=True):
+                np.testing.assert_array_equal(a.landmarks, b.landmarks)
+                np.testing.assert_array_equal(a.scores, b.scores)
+                assert a.box == b.box and a.crop == b.crop and a.score == b.score
+
+
+def test_detect_batch_with_boxes_and_errors(det, astronaut, wflw_meanface):
+    got = det.detect_batch([astronaut, astronaut], boxes=[[BOX], None])
+    np.testing.assert_allclose(got[0][0].landmarks, analytic(wflw_meanface, BOX), atol=0.01)
+    assert got[0][0].score == 1.0 and len(got[1]) == 1 and got[1][0].score < 1.0
+    assert det.detect_batch([]) == []
+    with pytest.raises(ValueError, match="one entry"):
+        det.detect_batch([astronaut], boxes=[None, None])
+    with pytest.raises(InvalidImageError):
+        det.detect_batch([astronaut, np.zeros((3, 3, 2), np.uint8)])
+
+
+# ------------------------------------------------------------------ schemes
+@pytest.fixture(scope="module")
+def wflw_det(tmp_path_factory, wflw_meanface) -> LandmarkDetector:
+    spec = make_spec(wflw_meanface, scheme="wflw98")
+    path = known_answer_model(tmp_path_factory.mktemp("w") / "k.onnx", wflw_meanface, spec)
+    return LandmarkDetector(path)
+
+
+def test_points_68_from_a_98_point_model(wflw_det, astronaut, wflw_meanface):
+    from pipdetect.schemes import WFLW98_TO_300W68
+
+    full = wflw_det.detect(astronaut, boxes=[BOX])[0]
+    sub = wflw_det.detect(astronaut, boxes=[BOX], points=68)[0]
+    assert full.scheme == "wflw98" and sub.scheme == "300w68" and wflw_det.scheme == "wflw98"
+    assert sub.landmarks.shape == (68, 2) and sub.scores.shape == (68,)
+    np.testing.assert_array_equal(sub.landmarks, full.landmarks[list(WFLW98_TO_300W68)])
+    np.testing.assert_array_equal(wflw_det(astronaut, box=BOX, points="300w68"), sub.landmarks)
+    assert wflw_det.detect(astronaut, boxes=[BOX], points=98)[0].scheme == "wflw98"
+    assert not sub.landmarks.flags.writeable
+    with pytest.raises(ValueError, match="cannot return"):
+        wflw_det.detect(astronaut, points=29)
+
+
+def test_face_parts(wflw_det, det, astronaut):
+    face = wflw_det.detect(astronaut, boxes=[BOX])[0]
+    np.testing.assert_array_equal(face.part("left_eye"), face.landmarks[68:76])
+    np.testing.assert_array_equal(face.part("mouth"), face.landmarks[76:96])
+    sub = wflw_det.detect(astronaut, boxes=[BOX], points=68)[0]
+    np.testing.assert_array_equal(sub.part("jaw"), face.landmarks[0:33:2])
+    with pytest.raises(KeyError, match="no part 'ear'"):
+        face.part("ear")
+    custom = det.detect(astronaut, boxes=[BOX])[0]  # a model that names no scheme
+    assert custom.scheme == "custom"
+    with pytest.raises(ValueError, match="no named parts"):
+        custom.part("left_eye")
+    with pytest.raises(ValueError, match="custom"):
+        det.detect(astronaut, points=68)
+    assert face.confidence == pytest.approx(0.75)
+    assert "track_id" not in face.to_dict()
+    tracked = dataclasses.replace(face, track_id=3)
+    assert tracked.to_dict()["track_id"] == 3

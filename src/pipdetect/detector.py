@@ -9,10 +9,10 @@ under a landmark.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,10 @@ from .decode import PIPDecoder
 from .errors import InvalidBoxError, InvalidImageError, ModelOutputError, NoFaceError
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
+from .schemes import conversion_indices, scheme_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .track import FrameFaces
 
 __all__ = ["Face", "LandmarkDetector"]
 
@@ -36,6 +40,14 @@ class Face:
     ``(x1, y1, x2, y2)``; ``score`` is the face detector's confidence in [0, 1]
     (1.0 for boxes you passed); ``scores`` the model's per-landmark confidence
     (PIP-Net's raw heatmap score, roughly in [0, 1], higher is surer).
+
+    ``scheme`` names the landmarks' meaning (see :mod:`pipdetect.schemes`;
+    ``"custom"`` for models pipdetect cannot name); ``track_id`` is set on faces
+    returned by :meth:`LandmarkDetector.track` / :class:`pipdetect.track.Tracker`
+    (the same number for the same face across frames), ``None`` otherwise. On a
+    frame where a tracked face was followed rather than detected, ``box`` is the
+    bounding box of its (unsmoothed) landmarks and ``score`` its tracking
+    confidence (:attr:`confidence` of the unsmoothed result, clipped to [0, 1]).
     """
 
     landmarks: np.ndarray
@@ -45,16 +57,44 @@ class Face:
     box: tuple[float, float, float, float]
     crop: tuple[float, float, float, float]
     score: float
+    scheme: str = "custom"
+    track_id: int | None = None
+
+    @property
+    def confidence(self) -> float:
+        """Mean per-landmark score: how sure the model is about this face as a whole."""
+        return float(np.mean(self.scores)) if self.scores.size else 0.0
+
+    def part(self, name: str) -> np.ndarray:
+        """Landmarks (n, 2) of a named part, e.g. ``"left_eye"`` (the subject's left).
+
+        Names and conventions: :mod:`pipdetect.schemes`. Raises :class:`KeyError`
+        for a name the scheme lacks, :class:`ValueError` for ``"custom"`` models.
+        """
+        from .schemes import SCHEMES
+
+        scheme = SCHEMES.get(self.scheme)
+        if scheme is None or scheme.num_points != len(self.landmarks):
+            raise ValueError(
+                f"this face's landmarks follow the {self.scheme!r} scheme, which has no named "
+                "parts; named parts need a model whose metadata names its scheme "
+                "(wflw98, 300w68, cofw29, aflw19, lapa106)"
+            )
+        return scheme.part(self.landmarks, name)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict: box, crop, score, landmarks [[x, y], ...], scores."""
-        return {
+        """A JSON-serialisable dict: box, crop, score, landmarks [[x, y], ...], scores,
+        and ``track_id`` for tracked faces. Coordinates rounded to 1/1000 pixel."""
+        out: dict[str, Any] = {
             "box": [round(float(v), 3) for v in self.box],
             "crop": [round(float(v), 3) for v in self.crop],
             "score": round(float(self.score), 5),
             "landmarks": np.round(self.landmarks.astype(np.float64), 3).tolist(),
             "scores": np.round(self.scores.astype(np.float64), 5).tolist(),
         }
+        if self.track_id is not None:
+            out["track_id"] = int(self.track_id)
+        return out
 
 
 class LandmarkDetector:
@@ -109,7 +149,7 @@ class LandmarkDetector:
         self._policy = CropPolicy.from_dict(spec.crop_policy)
         self._max_faces = max_faces
         self._batch_size = batch_size
-        self._face_options = {
+        self._face_options: dict[str, Any] = {
             "score_threshold": score_threshold,
             "nms_threshold": nms_threshold,
             "max_side": detection_size,
@@ -122,6 +162,7 @@ class LandmarkDetector:
         self._scale = (1.0 / (255.0 * std))[order]
         self._offset = (-mean / std)[order]
         self._rgb = spec.channel_order == "RGB"
+        self._scheme = scheme_for(spec)
 
     # ------------------------------------------------------------------ public
     @property
@@ -133,21 +174,42 @@ class LandmarkDetector:
     def num_landmarks(self) -> int:
         return self._model.spec.num_landmarks
 
+    @property
+    def scheme(self) -> str:
+        """The model's landmark scheme (``"wflw98"`` ...; ``"custom"`` if unknown).
+
+        See :mod:`pipdetect.schemes`.
+        """
+        return self._scheme
+
+    @property
+    def batch_size(self) -> int:
+        """Largest number of faces sent through the network in one call."""
+        return self._batch_size
+
     def __repr__(self) -> str:
         s = self._model.spec
         path = str(self._model.path)
         return f"LandmarkDetector({s.name!r}, landmarks={s.num_landmarks}, file={path!r})"
 
     def __call__(
-        self, image: ImageInput, box: Box | None = None, *, color: str = "bgr"
+        self,
+        image: ImageInput,
+        box: Box | None = None,
+        *,
+        color: str = "bgr",
+        points: int | str | None = None,
     ) -> np.ndarray:
         """Landmarks (N, 2) float32 in image pixels of the most prominent face.
 
         The most prominent face is the one with the largest box. With ``box``
         (x1, y1, x2, y2) face detection is skipped and that face is used.
+        ``points``: see :meth:`detect`.
         Raises :class:`~pipdetect.errors.NoFaceError` when no face is found.
         """
-        faces = self.detect(image, boxes=None if box is None else [box], color=color)
+        faces = self.detect(
+            image, boxes=None if box is None else [box], color=color, points=points
+        )
         if not faces:
             raise NoFaceError(
                 "no face found in the image; pass box=(x1, y1, x2, y2) if you know where "
@@ -161,31 +223,90 @@ class LandmarkDetector:
         *,
         boxes: Sequence[Box] | np.ndarray | None = None,
         color: str = "bgr",
+        points: int | str | None = None,
     ) -> list[Face]:
         """Every face in the image, largest box first (ties: higher score first).
 
         ``boxes``: optional face boxes (N, 4) as (x1, y1, x2, y2) pixels; when
         given, face detection is skipped and one :class:`Face` is returned per
         box, in the order given. Returns ``[]`` when no face is found.
+
+        ``points``: return another landmark scheme than the model's, by number of
+        points or scheme name; e.g. ``points=68`` on a 98-point WFLW model gives the
+        standard 68-point (300W / Multi-PIE) subset (:mod:`pipdetect.schemes`).
+        Raises :class:`ValueError` when the model's points cannot be converted.
         """
-        img = load_image(image, color)
-        if boxes is not None:
-            face_boxes = as_boxes(boxes, "boxes")
-            _check_overlap(face_boxes, img.shape)
-            scores = np.ones(len(face_boxes))
-            crops = self._policy.crops(face_boxes)
-        else:
-            found = self._find_faces(img)
-            face_boxes, scores = found.boxes, found.scores
-            if len(face_boxes) == 0:
-                return []
-            area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
-            order = np.lexsort((-scores, -area))
-            if self._max_faces is not None:
-                order = order[: self._max_faces]
-            face_boxes, scores = face_boxes[order], scores[order]
-            crops = self._policy.crops(face_boxes, found.keypoints[order])
-        return self._faces_from_crops(img, face_boxes, scores, crops)
+        return self.detect_batch([image], boxes=None if boxes is None else [boxes],
+                                 color=color, points=points)[0]
+
+    def detect_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        boxes: Sequence[Sequence[Box] | np.ndarray | None] | None = None,
+        color: str = "bgr",
+        points: int | str | None = None,
+    ) -> list[list[Face]]:
+        """Every face of several images, the network run on all of them together.
+
+        Faces of all images go through the network in chunks of ``batch_size``
+        (one call when they fit), so many small images cost fewer network calls
+        than one :meth:`detect` each; the results are those of :meth:`detect` on
+        each image (bit for bit on CPU, unless the runtime picks batch-size-dependent
+        kernels, which can change the last digits). ``boxes``, if given, holds one
+        entry per image: that image's boxes, or ``None`` to detect its faces.
+        Returns one list of faces per image, in the order given. Any bad image
+        raises (as :meth:`detect` would) and nothing is returned: check images
+        first if some may be unreadable.
+        """
+        imgs = [load_image(image, color) for image in images]
+        if boxes is not None and len(boxes) != len(imgs):
+            raise ValueError(
+                f"boxes must hold one entry (boxes or None) per image: got {len(boxes)} "
+                f"entries for {len(imgs)} images"
+            )
+        scheme, subset = self._output_scheme(points)
+        found = []
+        for i, img in enumerate(imgs):
+            given = None if boxes is None else boxes[i]
+            found.append(self._user_boxes(given, img) if given is not None
+                         else self._detections(img))
+        results = self._run_crops([(img, f[2]) for img, f in zip(imgs, found, strict=True)])
+        return [
+            self._make_faces(pix, sc, f[0], f[1], f[2], scheme, subset)
+            for (pix, sc), f in zip(results, found, strict=True)
+        ]
+
+    def track(
+        self,
+        source: Any,
+        *,
+        boxes: Sequence[Box] | np.ndarray | None = None,
+        color: str = "bgr",
+        points: int | str | None = None,
+        fps: float | None = None,
+        **options: Any,
+    ) -> Iterator[FrameFaces]:
+        """Follow faces through a video: yields each frame's faces, with track ids.
+
+        ``source``: a video file path, a camera index (``int``), or any iterable of
+        frames (images as :meth:`detect` accepts them). For every frame a
+        :class:`~pipdetect.track.FrameFaces` is yielded: a ``list`` of :class:`Face`
+        (ordered by ``track_id``) that also carries ``.image`` (the BGR frame),
+        ``.frame_index`` and ``.time`` (seconds). ``boxes`` seeds tracks on the first frame
+        (skipping face detection there). ``fps`` sets the time base (default: the
+        video's, else 30). Other keyword options (``redetect_interval``,
+        ``min_confidence``, ``smoothing``, ``min_cutoff``, ``beta`` ...) are those of
+        :class:`~pipdetect.track.Tracker`. Smoothing is on by default.
+
+        >>> for faces in detector.track("clip.mp4"):
+        ...     for face in faces:
+        ...         print(faces.frame_index, face.track_id, face.landmarks[0])
+        """
+        from .track import track
+
+        return track(self, source, boxes=boxes, color=color, points=points, fps=fps,
+                     **options)
 
     def predict_crops(
         self, crops: np.ndarray | Sequence[np.ndarray], *, color: str = "bgr"
@@ -229,16 +350,77 @@ class LandmarkDetector:
             self._finder = FaceFinder(**self._face_options)
         return self._finder.find(img)
 
-    def _faces_from_crops(
-        self, img: np.ndarray, boxes: np.ndarray, scores: np.ndarray, crops: np.ndarray
-    ) -> list[Face]:
-        batch = warp_crops(img, crops, self.spec.input_size)
+    def _detections(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces found by the face detector: boxes, scores, crops; largest first, capped."""
+        found = self._find_faces(img)
+        face_boxes, scores = found.boxes, found.scores
+        if len(face_boxes) == 0:
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4))
+        area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
+        order = np.lexsort((-scores, -area))
+        if self._max_faces is not None:
+            order = order[: self._max_faces]
+        face_boxes, scores = face_boxes[order], scores[order]
+        return face_boxes, scores, self._policy.crops(face_boxes, found.keypoints[order])
+
+    def _user_boxes(
+        self, boxes: Any, img: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes the caller passed: validated, score 1, crops by the box-only policy."""
+        face_boxes = as_boxes(boxes, "boxes")
+        _check_overlap(face_boxes, img.shape)
+        return face_boxes, np.ones(len(face_boxes)), self._policy.crops(face_boxes)
+
+    def _output_scheme(self, points: int | str | None) -> tuple[str, np.ndarray | None]:
+        """The scheme faces are returned in, and the landmark indices to keep (or None)."""
+        if points is None:
+            return self._scheme, None
+        if isinstance(points, (int, np.integer)) and not isinstance(points, bool) and (
+            int(points) == self.num_landmarks
+        ):
+            return self._scheme, None
+        return conversion_indices(self._scheme, points)
+
+    def _run_crops(
+        self, items: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Landmarks of crops (n_i, 4) of several images, through the network together.
+
+        Returns per item pixels (n_i, L, 2) float64 in image pixels and scores (n_i, L).
+        """
+        counts = [len(crops) for _, crops in items]
+        if sum(counts) == 0:
+            empty = (np.zeros((0, self.num_landmarks, 2)), np.zeros((0, self.num_landmarks)))
+            return [empty for _ in items]
+        batch = np.concatenate(
+            [warp_crops(img, crops, self.spec.input_size) for img, crops in items if len(crops)]
+        )
         points, lm_scores = self._landmarks(batch)
-        pixels = crops_to_image(points, crops).astype(np.float32)
+        out = []
+        start = 0
+        for (_, crops), n in zip(items, counts, strict=True):
+            pix = crops_to_image(points[start : start + n], crops)
+            out.append((pix, lm_scores[start : start + n]))
+            start += n
+        return out
+
+    def _make_faces(
+        self,
+        pixels: np.ndarray,
+        lm_scores: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        crops: np.ndarray,
+        scheme: str,
+        subset: np.ndarray | None,
+        track_ids: Sequence[int] | None = None,
+    ) -> list[Face]:
         faces = []
         for i in range(len(crops)):
-            lm = pixels[i]
+            lm = pixels[i].astype(np.float32)
             sc = lm_scores[i].astype(np.float32)
+            if subset is not None:
+                lm, sc = lm[subset], sc[subset]
             lm.flags.writeable = False
             sc.flags.writeable = False
             faces.append(
@@ -248,6 +430,8 @@ class LandmarkDetector:
                     box=_box_tuple(boxes[i]),
                     crop=_box_tuple(crops[i]),
                     score=float(scores[i]),
+                    scheme=scheme,
+                    track_id=None if track_ids is None else int(track_ids[i]),
                 )
             )
         return faces
