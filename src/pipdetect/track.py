@@ -1,0 +1,454 @@
+"""Video: follow faces from frame to frame and smooth their landmarks.
+
+How a :class:`Tracker` handles a frame:
+
+1. **Follow.** Each tracked face's landmarks of the previous frame give its crop
+   for this one: :func:`pipdetect.crop.crop_from_landmarks`, the crop in which those
+   landmarks look most like the model's mean face, i.e. the crop the model was
+   trained on (fitted to the landmarks scoring at least ``min_confidence``, so an
+   occluded point does not drag the crop away). The network runs on all tracked
+   faces at once. No face detection.
+2. **Check.** A track whose confidence (mean per-landmark score) falls below
+   ``min_confidence`` is *lost*.
+3. **Detect** only when needed: when there is no track, when a track was lost, and
+   every ``redetect_interval`` frames (to pick up faces that entered the picture).
+   Detections overlapping a followed face are that face (its followed landmarks are
+   kept); a lost track overlapped by a detection is re-found there (same id);
+   other detections start new tracks (up to ``max_faces``); lost tracks nobody
+   re-found end. Boxes you pass to :meth:`Tracker.update` act as that frame's
+   detections (the face detector does not run) and take precedence over following.
+4. **Smooth** each track's landmarks over time with a :class:`OneEuroFilter` per
+   coordinate: strong smoothing when a face is still (removes jitter), little when
+   it moves fast (no lag). The crops of step 1 use the unsmoothed landmarks, so
+   smoothing never slows tracking down.
+
+Times are in seconds: a frame's time is ``timestamp`` if given, else its index
+divided by ``fps``. Coordinates are original-image pixels as everywhere in pipdetect.
+
+Thread safety: a :class:`Tracker` is the state of one video stream; use one per
+stream and do not call :meth:`Tracker.update` from two threads at once. Several
+trackers (in several threads) may share one :class:`~pipdetect.LandmarkDetector`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .crop import crop_from_landmarks
+from .image import load_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .detector import Face, LandmarkDetector
+
+__all__ = ["FrameFaces", "OneEuroFilter", "Tracker", "track"]
+
+DEFAULT_MIN_CUTOFF = 1.0
+DEFAULT_BETA = 5.0
+DEFAULT_D_CUTOFF = 1.0
+
+
+class OneEuroFilter:
+    """The One Euro filter (Casiez, Roussel and Vogel, CHI 2012), elementwise on arrays.
+
+    A first-order low-pass filter whose cutoff frequency rises with speed:
+    ``cutoff = min_cutoff + beta * |speed| / scale``. Still signals are smoothed
+    hard (jitter goes), fast ones barely (no lag).
+
+    Parameters
+    ----------
+    min_cutoff:
+        Cutoff frequency in Hz at rest. Lower removes more jitter (and lags slow motion).
+    beta:
+        Speed coefficient: how fast the cutoff rises with speed. Speed is measured in
+        ``scale`` units per second; pipdetect passes the face size as ``scale``, so
+        ``beta`` is in "per face size": the same setting works for faces of any size.
+        Higher means less lag on fast motion.
+    d_cutoff:
+        Cutoff frequency in Hz of the speed estimate itself.
+
+    Each call filters a whole array (e.g. all landmarks of one face); every element
+    is an independent signal. The first call returns its input unchanged.
+    """
+
+    def __init__(
+        self,
+        min_cutoff: float = DEFAULT_MIN_CUTOFF,
+        beta: float = DEFAULT_BETA,
+        d_cutoff: float = DEFAULT_D_CUTOFF,
+    ) -> None:
+        for name, value in (("min_cutoff", min_cutoff), ("d_cutoff", d_cutoff)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive frequency in Hz, got {value!r}")
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+        self.min_cutoff = float(min_cutoff)
+        self.beta = float(beta)
+        self.d_cutoff = float(d_cutoff)
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t = 0.0
+
+    def reset(self) -> None:
+        """Forget the past: the next call starts afresh."""
+        self._x = self._dx = None
+
+    @staticmethod
+    def _alpha(dt: float, cutoff: np.ndarray | float) -> Any:
+        r = 2.0 * math.pi * np.asarray(cutoff) * dt
+        return r / (r + 1.0)
+
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        """Filtered value of ``x`` (any shape, fixed across calls) at time ``t`` seconds.
+
+        ``scale`` divides the speed before it raises the cutoff (see ``beta``).
+        A time that does not advance counts as 1 ms.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None or self._dx is None or self._x.shape != x.shape:
+            self._x = x.copy()
+            self._dx = np.zeros_like(x)
+            self._t = float(t)
+            return x.copy()
+        dt = float(t) - self._t
+        if not dt > 0:
+            dt = 1e-3
+        self._t = float(t)
+        speed = (x - self._x) / dt
+        self._dx = self._dx + self._alpha(dt, self.d_cutoff) * (speed - self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx) / max(float(scale), 1e-9)
+        self._x = self._x + self._alpha(dt, cutoff) * (x - self._x)
+        return self._x.copy()
+
+
+class FrameFaces(list):
+    """The faces of one video frame: a ``list`` of :class:`~pipdetect.Face` (by track id)
+    with the frame attached.
+
+    Attributes: ``image`` (the frame, (H, W, 3) uint8 BGR), ``frame_index`` (0-based
+    frame number), ``time`` (seconds) and ``detected`` (whether the face detector ran
+    on this frame).
+    """
+
+    def __init__(
+        self,
+        faces: Sequence[Face],
+        image: np.ndarray,
+        frame_index: int,
+        time: float,
+        detected: bool,
+    ) -> None:
+        super().__init__(faces)
+        self.image = image
+        self.frame_index = frame_index
+        self.time = time
+        self.detected = detected
+
+    def __repr__(self) -> str:
+        return (
+            f"FrameFaces(frame_index={self.frame_index}, time={self.time:.3f}, "
+            f"faces={len(self)})"
+        )
+
+
+@dataclass
+class _Track:
+    id: int
+    next_crop: np.ndarray
+    """(4,) crop for the next frame: from the last landmarks when they were confident,
+    else the last crop (a face re-found with low confidence keeps its detector crop)."""
+    smoother: OneEuroFilter | None
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes a (N, 4) and b (M, 4): (N, M)."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (row, col) by decreasing IoU, each row and column used once, IoU >= threshold."""
+    pairs: list[tuple[int, int]] = []
+    if iou.size == 0:
+        return pairs
+    order = np.argsort(-iou, axis=None, kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    for flat in order:
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < threshold:
+            break
+        if r in used_r or c in used_c:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return pairs
+
+
+class Tracker:
+    """Faces followed through a stream of frames, one frame at a time.
+
+    >>> tracker = Tracker(detector)
+    >>> for frame in my_frames:                # your own video loop
+    ...     faces = tracker.update(frame)      # list of Face, each with a track_id
+
+    Parameters
+    ----------
+    detector:
+        The :class:`~pipdetect.LandmarkDetector` to use (its face detector settings,
+        ``max_faces`` and ``batch_size`` apply).
+    redetect_interval:
+        Run the face detector at least every this many frames to find new faces
+        (``0`` or ``None``: only when there is no face or one was lost).
+    min_confidence:
+        A followed face whose mean landmark score falls below this is lost (and
+        looked for again with the face detector on the same frame).
+    smoothing:
+        Smooth landmarks over time (:class:`OneEuroFilter` per coordinate, per face).
+    min_cutoff, beta, d_cutoff:
+        The filter's parameters (see :class:`OneEuroFilter`; ``beta`` is per face size).
+    fps:
+        Frame rate used to time frames passed without ``timestamp``.
+    points:
+        Landmark scheme of the returned faces, as in :meth:`LandmarkDetector.detect`.
+    match_iou:
+        Smallest overlap (IoU of crops) for a detection to be an already tracked face.
+    max_faces:
+        Most faces tracked at once (default: the detector's ``max_faces``, else no limit).
+
+    A tracker is per-stream state: see the module documentation on thread safety.
+    """
+
+    def __init__(
+        self,
+        detector: LandmarkDetector,
+        *,
+        redetect_interval: int | None = 10,
+        min_confidence: float = 0.25,
+        smoothing: bool = True,
+        min_cutoff: float = DEFAULT_MIN_CUTOFF,
+        beta: float = DEFAULT_BETA,
+        d_cutoff: float = DEFAULT_D_CUTOFF,
+        fps: float = 30.0,
+        points: int | str | None = None,
+        match_iou: float = 0.3,
+        max_faces: int | None = None,
+    ) -> None:
+        if redetect_interval is not None and (
+            isinstance(redetect_interval, bool)
+            or not isinstance(redetect_interval, (int, np.integer))
+            or redetect_interval < 0
+        ):
+            raise ValueError(
+                f"redetect_interval must be a number of frames >= 0 or None, got "
+                f"{redetect_interval!r}"
+            )
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number of frames per second, got {fps!r}")
+        if not 0.0 <= float(match_iou) <= 1.0:
+            raise ValueError(f"match_iou must be between 0 and 1, got {match_iou!r}")
+        if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
+            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces!r}")
+        OneEuroFilter(min_cutoff, beta, d_cutoff)  # validates the parameters
+        self._det = detector
+        self._interval = int(redetect_interval or 0)
+        self._min_confidence = float(min_confidence)
+        self._smoothing = bool(smoothing)
+        self._filter_args = (float(min_cutoff), float(beta), float(d_cutoff))
+        self._fps = float(fps)
+        self._scheme, self._subset = detector._output_scheme(points)
+        self._match_iou = float(match_iou)
+        self._max_faces = max_faces if max_faces is not None else detector._max_faces
+        self._meanface = np.asarray(detector.spec.meanface, dtype=np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and the frame count (e.g. at a scene cut or a new video)."""
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = 0
+        self._last_detection: int | None = None
+        self.detector_runs = 0
+        """How many frames the face detector ran on so far."""
+        self.network_runs = 0
+        """How many faces went through the landmark network so far."""
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the next frame :meth:`update` will see."""
+        return self._frame
+
+    @property
+    def track_ids(self) -> list[int]:
+        """Ids of the faces currently tracked."""
+        return [t.id for t in self._tracks]
+
+    def update(
+        self,
+        frame: Any,
+        *,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        timestamp: float | None = None,
+        color: str = "bgr",
+    ) -> FrameFaces:
+        """Track faces into the next frame; returns its faces ordered by ``track_id``.
+
+        ``frame``: an image as :meth:`LandmarkDetector.detect` accepts. ``boxes``:
+        face boxes (x1, y1, x2, y2) to use as this frame's detections (the face
+        detector does not run; a box overlapping a tracked face re-crops it).
+        ``timestamp``: the frame's time in seconds (default ``index / fps``); it only
+        matters for smoothing and must increase from frame to frame.
+        """
+        img = load_image(frame, color)
+        index = self._frame
+        time = float(timestamp) if timestamp is not None else index / self._fps
+        det = self._det
+
+        # 1. follow: last landmarks -> this frame's crops -> network
+        tracks = self._tracks
+        crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 4))
+        pixels, scores = det._run_crops([(img, crops)])[0]
+        self.network_runs += len(tracks)
+        conf = scores.mean(axis=1) if len(tracks) else np.zeros(0)
+        alive = conf >= self._min_confidence
+        # per track: (pixels, scores, box or None, detector score or None, crop)
+        result: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None,
+                                np.ndarray]] = {}
+        for i, t in enumerate(tracks):
+            if alive[i]:
+                result[t.id] = (pixels[i], scores[i], None, None, crops[i])
+
+        # 2. detect when there is no face, one was lost, it is time, or boxes were given
+        due = (
+            boxes is not None
+            or not tracks
+            or not alive.all()
+            or (self._interval > 0 and (
+                self._last_detection is None or index - self._last_detection >= self._interval))
+        )
+        detected = False
+        new_tracks: list[_Track] = []
+        if due:
+            if boxes is not None:
+                dboxes, dscores, dcrops = det._user_boxes(boxes, img)
+            else:
+                dboxes, dscores, dcrops = det._detections(img)
+                self.detector_runs += 1
+                detected = True
+            self._last_detection = index
+            pairs = _greedy_match(_iou(dcrops, crops), self._match_iou)
+            matched_dets = {d for d, _ in pairs}
+            rerun: list[tuple[int, int]] = []  # (detection, track id)
+            for d, ti in pairs:
+                if boxes is not None or not alive[ti]:
+                    rerun.append((d, tracks[ti].id))
+            room = (
+                len(dcrops) if self._max_faces is None
+                else self._max_faces - len(result) - sum(1 for _, ti in pairs if not alive[ti])
+            )
+            for d in range(len(dcrops)):
+                if d not in matched_dets and room > 0:
+                    track = _Track(self._next_id, np.zeros(4), self._new_filter())
+                    self._next_id += 1
+                    new_tracks.append(track)
+                    rerun.append((d, track.id))
+                    room -= 1
+            if rerun:
+                idx = [d for d, _ in rerun]
+                rp, rs = det._run_crops([(img, dcrops[idx])])[0]
+                self.network_runs += len(rerun)
+                for k, (d, tid) in enumerate(rerun):
+                    result[tid] = (rp[k], rs[k], dboxes[d], float(dscores[d]), dcrops[d])
+
+        # 3. keep tracks that have a result this frame; drop duplicates of one face
+        by_id = {t.id: t for t in tracks + new_tracks}
+        ids = sorted(result, key=lambda tid: (-float(np.mean(result[tid][1])), tid))
+        kept: list[int] = []
+        for tid in ids:
+            crop = result[tid][4][None]
+            if kept and _iou(crop, np.stack([result[k][4] for k in kept])).max() > 0.6:
+                continue
+            kept.append(tid)
+        kept.sort()
+
+        # 4. next crops, smoothing, faces
+        self._tracks = [by_id[tid] for tid in kept]
+        for tid in kept:
+            pts, sc, crop = result[tid][0], result[tid][1], result[tid][4]
+            if float(np.mean(sc)) >= self._min_confidence:
+                by_id[tid].next_crop = self._fit_crop(pts, sc)
+            else:
+                by_id[tid].next_crop = np.asarray(crop)
+        out: list[Face] = []
+        for tid in kept:
+            track = by_id[tid]
+            pts, sc, box, dscore, crop = result[tid]
+            if box is None:
+                box = np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+                dscore = float(np.clip(np.mean(sc), 0.0, 1.0))
+            shown = pts
+            if track.smoother is not None:
+                size = math.sqrt(max((crop[2] - crop[0]) * (crop[3] - crop[1]), 1e-9))
+                shown = track.smoother(pts, time, scale=size)
+            out.extend(
+                det._make_faces(shown[None], sc[None], box[None], np.array([dscore]), crop[None],
+                                self._scheme, self._subset, [tid])
+            )
+        self._frame += 1
+        return FrameFaces(out, img, index, time, detected)
+
+    def _fit_crop(self, points: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Next frame's crop from the landmarks the model is sure of (all if few are)."""
+        sure = scores >= self._min_confidence
+        if sure.sum() < max(3, len(scores) // 4):
+            sure[:] = True
+        return crop_from_landmarks(points[sure][None], self._meanface[sure])[0]
+
+    def _new_filter(self) -> OneEuroFilter | None:
+        return OneEuroFilter(*self._filter_args) if self._smoothing else None
+
+
+def track(
+    detector: LandmarkDetector,
+    source: Any,
+    *,
+    boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+    color: str = "bgr",
+    points: int | str | None = None,
+    fps: float | None = None,
+    **options: Any,
+) -> Iterator[FrameFaces]:
+    """Generator behind :meth:`pipdetect.LandmarkDetector.track` (see there).
+
+    Opens ``source`` at once (so a missing file raises here, not at the first
+    frame) and releases it when the generator is exhausted or closed.
+    """
+    from .video import open_frames
+
+    frames, info = open_frames(source)
+    tracker = Tracker(detector, points=points, fps=fps or info.fps, **options)
+    return _run(tracker, frames, boxes, color)
+
+
+def _run(
+    tracker: Tracker, frames: Iterator[Any], boxes: Any, color: str
+) -> Iterator[FrameFaces]:
+    try:
+        for i, frame in enumerate(frames):
+            yield tracker.update(frame, boxes=boxes if i == 0 else None, color=color)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()

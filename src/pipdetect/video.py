@@ -1,0 +1,162 @@
+"""Frames in and out through OpenCV: video files, cameras, iterables of images.
+
+Frames are (H, W, 3) uint8 BGR arrays (OpenCV's order), as everywhere in pipdetect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "VideoInfo",
+    "is_video_path",
+    "open_frames",
+    "open_writer",
+]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2",
+     ".pbm", ".pgm", ".ppm", ".pnm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
+)
+"""File name extensions treated as still images (lower case)."""
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+     ".3gp", ".ts", ".mts", ".ogv", ".gif"}
+)
+"""File name extensions treated as videos (lower case)."""
+
+DEFAULT_FPS = 30.0
+"""Frame rate assumed when a source does not say (cameras, iterables of frames)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a frame source before reading it.
+
+    ``fps`` in frames per second (``DEFAULT_FPS`` when the source does not say);
+    ``width`` / ``height`` in pixels and ``frame_count`` (an estimate for
+    files, as reported by the container) are ``None`` when unknown.
+    """
+
+    fps: float = DEFAULT_FPS
+    width: int | None = None
+    height: int | None = None
+    frame_count: int | None = None
+
+
+def is_video_path(path: str | os.PathLike[str]) -> bool:
+    """True when the file name's extension is a video extension (see :data:`VIDEO_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
+    """Frames of a video file path, a camera index, or an iterable of images.
+
+    Returns an iterator over the frames and what is known about them. For files
+    and cameras the capture device is released when the iterator is exhausted or
+    closed (``del`` it, or call ``.close()``). Raises :class:`FileNotFoundError` for
+    a missing file and :class:`~pipdetect.errors.InvalidImageError` for a file or
+    camera OpenCV cannot open.
+    """
+    if isinstance(source, (bool, np.bool_)):
+        raise TypeError("source must be a video path, a camera index or an iterable of frames")
+    if isinstance(source, (int, np.integer)):
+        return _capture(int(source), f"camera {int(source)}")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"video file not found: {path}")
+        if not path.is_file():
+            raise InvalidImageError(f"{path} is not a file")
+        return _capture(str(path), str(path))
+    if isinstance(source, np.ndarray):
+        if source.ndim != 4:
+            raise InvalidImageError(
+                "a frame array must be (T, H, W, C); pass a single image to detect() instead"
+            )
+        return iter(source), VideoInfo(
+            height=source.shape[1], width=source.shape[2], frame_count=source.shape[0]
+        )
+    if isinstance(source, Iterable):
+        return iter(source), VideoInfo()
+    raise TypeError(
+        f"source must be a video path, a camera index or an iterable of frames, got "
+        f"{type(source).__name__}"
+    )
+
+
+def _capture(target: int | str, name: str) -> tuple[Iterator[np.ndarray], VideoInfo]:
+    import cv2
+
+    cap = cv2.VideoCapture(target)
+    if not cap.isOpened():
+        cap.release()
+        what = "camera" if isinstance(target, int) else "video"
+        raise InvalidImageError(
+            f"{name}: OpenCV cannot open this {what}"
+            + (" (corrupt, or a codec this OpenCV build lacks)" if what == "video" else
+               " (no such device, or it is in use)")
+        )
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    info = VideoInfo(
+        fps=fps if 0.0 < fps < 1000.0 else DEFAULT_FPS,
+        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or None,
+        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or None,
+        frame_count=count if count > 0 else None,
+    )
+    return _read(cap), info
+
+
+def _read(cap: Any) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+_FOURCC = {".avi": "MJPG", ".mkv": "MJPG"}
+"""Codec per output extension; everything else is written as MPEG-4 part 2 (``mp4v``),
+which every OpenCV build with FFmpeg can write without extra libraries."""
+
+
+def _fourcc(code: str) -> int:
+    """The FOURCC integer of a four-letter codec name (as ``cv2.VideoWriter_fourcc``)."""
+    a, b, c, d = (ord(ch) for ch in code)
+    return a | (b << 8) | (c << 16) | (d << 24)
+
+
+def open_writer(path: str | os.PathLike[str], fps: float, size: tuple[int, int]) -> Any:
+    """A ``cv2.VideoWriter`` for ``path`` (``size`` = (width, height) pixels).
+
+    ``.avi`` and ``.mkv`` get Motion-JPEG, everything else MPEG-4 (``mp4v``).
+    Raises :class:`OSError` when OpenCV cannot write this file.
+    """
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = _FOURCC.get(path.suffix.lower(), "mp4v")
+    writer = cv2.VideoWriter(str(path), _fourcc(fourcc), float(fps), size)
+    if not writer.isOpened():
+        writer.release()
+        raise OSError(
+            f"{path}: OpenCV cannot write a {fourcc} video here; use a .mp4 or .avi file name "
+            "in a writable folder"
+        )
+    return writer
