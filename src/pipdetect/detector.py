@@ -471,6 +471,10 @@ def _box_tuple(b: np.ndarray) -> tuple[float, float, float, float]:
     return float(b[0]), float(b[1]), float(b[2]), float(b[3])
 
 
+MAX_BOX_FACTOR = 8
+"""A face box may be at most this many times the image's larger side (wider or taller)."""
+
+
 def _check_overlap(boxes: np.ndarray, shape: tuple[int, ...]) -> None:
     h, w = shape[:2]
     outside = (
@@ -483,6 +487,13 @@ def _check_overlap(boxes: np.ndarray, shape: tuple[int, ...]) -> None:
         raise InvalidBoxError(
             f"box {boxes[outside][0].tolist()} lies entirely outside the {w}x{h} image; "
             "boxes are (x1, y1, x2, y2) in pixels of the image passed"
+        )
+    limit = MAX_BOX_FACTOR * max(h, w)
+    too_big = (boxes[:, 2] - boxes[:, 0] > limit) | (boxes[:, 3] - boxes[:, 1] > limit)
+    if np.any(too_big):
+        raise InvalidBoxError(
+            f"box {boxes[too_big][0].tolist()} is more than {MAX_BOX_FACTOR} times the size "
+            f"of the {w}x{h} image; boxes are (x1, y1, x2, y2) in pixels of the image passed"
         )
 
 
