@@ -389,6 +389,9 @@ def test_unreachable_hub_says_where_the_file_would_go(
     assert "could not download manifest.json" in message
     assert str(env / "hub" / "models--pipdetect--pipnet") in message
     assert "HF_HUB_OFFLINE=1" in message and "hf download pipdetect/pipnet" in message
+    # The way out names the model the user asked for, not the manifest fetched first.
+    assert f"LandmarkDetector('/path/to/{WFLW}.onnx')" in message
+    assert "/path/to/manifest.json" not in message
     assert isinstance(info.value, OSError) and isinstance(info.value, PipdetectError)
 
 

@@ -29,6 +29,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MODEL",
     "CheckpointError",
     "DecodeError",
     "DownloadError",
@@ -43,17 +44,21 @@ __all__ = [
     "PIPDecoder",
     "PipdetectError",
     "__version__",
+    "list_models",
 ]
 
 _LAZY = {
     "LandmarkDetector": "detector",
     "Face": "detector",
     "PIPDecoder": "decode",
+    "list_models": "zoo",
+    "DEFAULT_MODEL": "zoo",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decode import PIPDecoder
     from .detector import Face, LandmarkDetector
+    from .zoo import DEFAULT_MODEL, list_models
 
 
 def __getattr__(name: str) -> Any:

@@ -276,6 +276,8 @@ class _Request:
     cache_dir: Path
     endpoint: str
     offline: bool
+    model_file: str
+    """The zoo file the user asked for (error messages name it, not the manifest)."""
 
     @property
     def storage(self) -> Path:
@@ -285,11 +287,12 @@ class _Request:
     def url(self, filename: str, revision: str | None = None) -> str:
         return f"{self.endpoint}/{self.repo_id}/resolve/{revision or self.revision}/{filename}"
 
-    def by_hand(self, filename: str) -> str:
+    def by_hand(self) -> str:
+        model = self.model_file
         return (
-            f"To work without network access, get {self.url(filename)} another way and pass its "
-            f"path instead of the name (LandmarkDetector('/path/to/{filename}')), or run "
-            f"`hf download {self.repo_id} {filename} {MANIFEST_FILE}` on a machine that can "
+            f"To work without network access, get {self.url(model)} another way and pass its "
+            f"path instead of the name (LandmarkDetector('/path/to/{model}')), or run "
+            f"`hf download {self.repo_id} {model} {MANIFEST_FILE}` on a machine that can "
             f"reach the Hub and copy its cache folder {self.storage.name} into {self.cache_dir} "
             "(then HF_HUB_OFFLINE=1 uses it)."
         )
@@ -300,6 +303,7 @@ def _make_request(
     revision: str | None,
     cache_dir: str | os.PathLike[str] | None,
     offline: bool | None,
+    model_file: str,
 ) -> _Request:
     from huggingface_hub import constants
 
@@ -316,7 +320,7 @@ def _make_request(
             or _env_true("TRANSFORMERS_OFFLINE")
             or bool(constants.HF_HUB_OFFLINE)
         )
-    return _Request(repo, rev, cache.resolve(), endpoint, bool(offline))
+    return _Request(repo, rev, cache.resolve(), endpoint, bool(offline), model_file)
 
 
 def _looks_like_path(value: str | os.PathLike[str]) -> bool:
@@ -367,7 +371,7 @@ def resolve_model(
     if _looks_like_path(name_or_path):
         return Path(name_or_path).expanduser()
     info = get_model_info(str(name_or_path))
-    req = _make_request(repo_id, revision, cache_dir, offline)
+    req = _make_request(repo_id, revision, cache_dir, offline, info.file)
     with _exclusive(_lock_path(req, info.file)):
         manifest_path, records = _fetch_manifest(req)
         record = records.get(info.file)
@@ -421,7 +425,7 @@ def _fetch_verified(req: _Request, filename: str, revision: str, check: Any) -> 
             raise DownloadError(
                 f"the cached copy of {where} {problem}, so it was removed; offline mode is "
                 "on (HF_HUB_OFFLINE), so it cannot be fetched again. Run once with network "
-                f"access to download it again. {req.by_hand(filename)}"
+                f"access to download it again. {req.by_hand()}"
             )
         if attempt == 2:
             raise DownloadError(
@@ -465,12 +469,12 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
                 f"{filename} of {req.repo_id} (revision {revision}) is not in the local "
                 f"cache {req.storage} and offline mode is on (HF_HUB_OFFLINE=1 or "
                 "offline=True). Run once with network access to download it, or pass the "
-                f"path of a model file. {req.by_hand(filename)}"
+                f"path of a model file. {req.by_hand()}"
             ) from None
         raise DownloadError(
             f"could not download {filename} from {where}: {_cause(exc)}. The file would be "
             f"cached under {req.storage}. Check your connection (and HF_ENDPOINT). "
-            f"{req.by_hand(filename)}"
+            f"{req.by_hand()}"
         ) from None
     except RepositoryNotFoundError:
         raise DownloadError(
@@ -498,7 +502,7 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
         raise DownloadError(
             f"downloading {filename} from {where} failed: {_cause(exc)}. Nothing partial was "
             f"kept; the file would be cached under {req.storage}. Try again. "
-            f"{req.by_hand(filename)}"
+            f"{req.by_hand()}"
         ) from exc
     return Path(path)
 
