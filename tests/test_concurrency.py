@@ -1,0 +1,60 @@
+"""Sharing: one detector used by many threads gives exactly the serial results."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+from modelfactory import make_spec, random_model
+from pipdetect import LandmarkDetector
+from pipdetect.crop import preset_crop_policy
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, wflw_meanface) -> LandmarkDetector:
+    spec = make_spec(wflw_meanface, crop_policy=preset_crop_policy("WFLW").to_dict())
+    path = random_model(tmp_path_factory.mktemp("m") / "r.onnx", spec, seed=5, scale=2.0)
+    return LandmarkDetector(path)
+
+
+def _images(astronaut: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for i in range(12):
+        scale = 0.6 + 0.1 * (i % 6)
+        img = cv2.resize(astronaut, None, fx=scale, fy=scale)
+        if i % 2:
+            img = img[:, ::-1]
+        out.append(np.ascontiguousarray(img))
+    return out
+
+
+def _run(det: LandmarkDetector, image: np.ndarray) -> list[tuple]:
+    return [(f.box, f.crop, f.landmarks.tobytes(), f.scores.tobytes()) for f in det.detect(image)]
+
+
+def test_eight_threads_share_one_detector(shared, astronaut):
+    images = _images(astronaut)
+    serial = [_run(shared, img) for img in images]
+    assert all(len(r) == 1 for r in serial)  # the astronaut is found in every variant
+    jobs = images * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda img: _run(shared, img), jobs))
+    assert parallel == serial * 4  # bit-identical
+
+
+def test_threads_with_explicit_boxes_and_predict_crops(shared, astronaut):
+    boxes = [(x, y, x + 150.0, y + 180.0) for x in range(0, 300, 60) for y in range(0, 300, 90)]
+    serial_faces = [shared.detect(astronaut, boxes=[b])[0].landmarks for b in boxes]
+    crops = [astronaut[int(b[1]) : int(b[3]), int(b[0]) : int(b[2])] for b in boxes]
+    serial_crops = [shared.predict_crops(c)[0] for c in crops]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        faces = list(pool.map(lambda b: shared.detect(astronaut, boxes=[b])[0].landmarks, boxes))
+        one = list(pool.map(lambda c: shared.predict_crops(c)[0], crops))
+    for a, b in zip(serial_faces, faces, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.stack(one), np.stack(serial_crops))
