@@ -6,6 +6,7 @@ the real ``huggingface_hub`` client; the cache lives in ``tmp_path``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -601,3 +602,48 @@ def test_manifest_round_trip(tmp_path_factory: pytest.TempPathFactory, files: di
 def test_bad_manifests_are_refused(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         zoo.parse_manifest(text)
+
+
+# ------------------------------------------------------------------- local disk trouble
+# Tests run as root here, where chmod cannot make a folder read-only, so the
+# operating system's errors are injected where huggingface_hub writes the file.
+
+
+def _fail_writing(monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+    import huggingface_hub.file_download as fd
+
+    real = fd.http_get
+
+    def http_get(url: str, temp_file: Any, *args: Any, **kwargs: Any) -> None:
+        real(url, temp_file, *args, **kwargs)  # the bytes arrive, then the disk refuses
+        raise error
+
+    monkeypatch.setattr(fd, "http_get", http_get)
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left"),
+        (PermissionError(errno.EACCES, "Permission denied"), "is not writable"),
+        (OSError(errno.EROFS, "Read-only file system"), "is not writable"),
+    ],
+)
+def test_disk_full_and_read_only_cache_are_reported_with_the_fix(
+    env: Path,
+    hub: HubStandIn,
+    model_bytes: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    error: OSError,
+    words: str,
+) -> None:
+    publish(hub, model_bytes)
+    zoo.resolve_model(W300)  # the manifest is cached; the failure hits the model file
+    _fail_writing(monkeypatch, error)
+    with pytest.raises(DownloadError) as info:
+        zoo.resolve_model(WFLW)
+    message = str(info.value)
+    assert words in message and "HF_HOME" in message and "cache_dir" in message
+    assert str(env / "hub") in message
+    assert cache_leftovers(env) == []
+    assert not list((env / "hub").rglob(f"snapshots/*/{WFLW}.onnx"))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import json
 import logging
@@ -499,12 +500,42 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
             f"({ENV_REVISION}) or report it to the pipdetect maintainers."
         ) from None
     except (HfHubHTTPError, OSError, Exception) as exc:  # any transfer failure
+        local = _local_problem(exc, req)
+        if local is not None:
+            raise DownloadError(f"could not store {filename} from {where}: {local}") from exc
         raise DownloadError(
             f"downloading {filename} from {where} failed: {_cause(exc)}. Nothing partial was "
             f"kept; the file would be cached under {req.storage}. Try again. "
             f"{req.by_hand()}"
         ) from exc
     return Path(path)
+
+
+def _local_problem(exc: BaseException, req: _Request) -> str | None:
+    """A message with the fix when a download failed on this machine's disk, else None."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for err in chain:
+        if not isinstance(err, OSError) or err.errno is None:
+            continue
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return (
+                f"the model cache {req.cache_dir} is not writable ({err.strerror}). Set HF_HOME "
+                "or HF_HUB_CACHE to a writable folder, pass cache_dir=..., or pass the path of "
+                "a model file you placed yourself. Nothing partial was kept."
+            )
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (
+                f"no space left on the device that holds the model cache {req.cache_dir} "
+                f"({err.strerror}). Free some space, or move the cache (HF_HOME / cache_dir=) "
+                "to a disk with room. Nothing partial was kept."
+            )
+    return None
 
 
 def _cause(exc: BaseException) -> str:
