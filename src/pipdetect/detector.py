@@ -458,13 +458,20 @@ class LandmarkDetector:
         return pts, sc
 
     def _preprocess(self, crops: np.ndarray) -> np.ndarray:
-        """(B, h, w, 3) uint8 BGR -> (B, 3, h, w) float32 normalised in the model's order."""
-        x = crops.astype(np.float32)
-        x *= self._scale
-        x += self._offset
-        if self._rgb:
-            x = x[..., ::-1]
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        """(B, h, w, 3) uint8 BGR -> (B, 3, h, w) float32 normalised in the model's order.
+
+        One pass per channel from the interleaved uint8 crops straight into the
+        planar float32 batch: no float (B, h, w, 3) temporary and no transpose
+        copy. Same float32 arithmetic as ``crops.astype(float32) * scale + offset``
+        (bit-identical), 5-10x faster (benchmarks/README.md).
+        """
+        b, h, w, _ = crops.shape
+        out = np.empty((b, 3, h, w), dtype=np.float32)
+        for k in range(3):
+            src = 2 - k if self._rgb else k  # the crop (BGR) channel feeding model channel k
+            np.multiply(crops[..., src], self._scale[src], out=out[:, k], dtype=np.float32)
+            out[:, k] += self._offset[src]
+        return out
 
 
 def _box_tuple(b: np.ndarray) -> tuple[float, float, float, float]:
