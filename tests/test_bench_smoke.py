@@ -1,0 +1,49 @@
+"""benchmarks/bench.py --quick runs end to end on a tiny model and writes the JSON it documents.
+
+No timing asserts: speed is reported by the benchmark, not tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from modelfactory import make_spec, random_model
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def test_quick_run_writes_the_report(tmp_path, wflw_meanface):
+    model = random_model(tmp_path / "tiny.onnx", make_spec(wflw_meanface))
+    out = tmp_path / "results.json"
+    md = tmp_path / "table.md"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--model", str(model), "--no-dlib",
+         "--no-torch", "--out", str(out), "--markdown", str(md), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"meta", "models", "photos", "cold_start", "memory", "targets", "markdown"} <= set(
+        report)
+    result = report["models"]["tiny"]
+    per_face = result["per_face_ms"]
+    for key in ("raw", "raw_ort_defaults", "box", "decoder_b1", "decoder_b64",
+                "overhead_ratio", "decoder_pct_of_model", "int8_raw", "int8_box"):
+        assert per_face[key] > 0, key
+    assert "torch" not in per_face  # --no-torch (and a model file has no PyTorch twin)
+    assert set(result["batches"]) == {"1", "4", "16", "64"}
+    assert all(v["pipdetect_faces_per_s"] > 0 for v in result["batches"].values())
+    assert result["int8_drift"]["faces"] >= 1
+    photos = report["photos"]["photos"]
+    assert len(photos) == 4 and all(row["tiny"]["ms"] > 0 for row in photos.values())
+    assert photos["640x480, 1 face"]["tiny"]["faces"] == 1
+    assert report["photos"]["dlib_skipped"] == "--no-dlib"
+    cold = report["cold_start"]
+    assert cold["faces"] == 1 and cold["peak_rss_mb"] > 0 and cold["import_pipdetect_ms"] > 0
+    assert len(report["targets"]) == 7
+    assert {t["met"] for t in report["targets"]} <= {True, False, None}
+    assert md.read_text().strip() == report["markdown"].strip()
+    assert "| tiny |" in done.stdout
