@@ -1,0 +1,355 @@
+"""The command line end to end: folders with good and bad files, a video it writes itself,
+every output format checked against the documented schema (pipdetect.results)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from modelfactory import known_answer_model, make_spec
+from modelfactory_dots import dots_face, dots_model
+from pipdetect import LandmarkDetector
+from pipdetect.cli import build_parser, main
+from pipdetect.crop import preset_crop_policy
+from pipdetect.results import FORMAT
+from pipdetect.schemes import WFLW98_TO_300W68
+from test_track import render
+
+FACE_KEYS = {"box", "crop", "score", "landmarks", "scores"}
+
+
+# ----------------------------------------------------------------- schema validator
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_face(face: dict[str, Any], n: int, tracked: bool) -> None:
+    assert set(face) == FACE_KEYS | ({"track_id"} if tracked else set()), set(face)
+    for key in ("box", "crop"):
+        box = face[key]
+        assert len(box) == 4 and all(map(_number, box)) and box[2] > box[0] and box[3] > box[1]
+    assert _number(face["score"]) and 0 <= face["score"] <= 1
+    assert len(face["landmarks"]) == n and len(face["scores"]) == n
+    assert all(len(p) == 2 and all(map(_number, p)) for p in face["landmarks"])
+    assert all(map(_number, face["scores"]))
+    if tracked:
+        assert isinstance(face["track_id"], int) and face["track_id"] >= 0
+
+
+def check_document(doc: dict[str, Any], *, tracked: bool = True) -> None:
+    """Validate one JSON document against the schema documented in pipdetect.results."""
+    common = {"format", "kind", "source", "width", "height", "model", "scheme", "num_landmarks"}
+    assert doc["format"] == FORMAT
+    assert doc["kind"] in ("image", "video", "camera")
+    assert doc["source"] is None or isinstance(doc["source"], str)
+    for key in ("width", "height", "num_landmarks"):
+        assert isinstance(doc[key], int) and doc[key] > 0
+    assert isinstance(doc["model"], str) and isinstance(doc["scheme"], str)
+    n = doc["num_landmarks"]
+    if doc["kind"] == "image":
+        assert set(doc) == common | {"faces"}
+        for face in doc["faces"]:
+            check_face(face, n, tracked=False)
+        return
+    assert set(doc) == common | {"fps", "frames"}
+    assert _number(doc["fps"]) and doc["fps"] > 0
+    for i, frame in enumerate(doc["frames"]):
+        assert set(frame) == {"frame", "time", "detected", "faces"}
+        assert frame["frame"] == i and _number(frame["time"])
+        assert isinstance(frame["detected"], bool)
+        for face in frame["faces"]:
+            check_face(face, n, tracked)
+
+
+def test_the_validator_rejects_broken_documents():
+    good = {"format": FORMAT, "kind": "image", "source": None, "width": 4, "height": 4,
+            "model": "m", "scheme": "custom", "num_landmarks": 2,
+            "faces": [{"box": [0, 0, 1, 1], "crop": [0, 0, 1, 1], "score": 1.0,
+                       "landmarks": [[0, 0], [1, 1]], "scores": [0.5, 0.5]}]}
+    check_document(good)
+    for breakage in ({"num_landmarks": 3}, {"format": "other"}, {"width": 0},
+                     {"faces": [{"box": [0, 0, 1, 1]}]}, {"extra": 1}):
+        with pytest.raises(AssertionError):
+            check_document({**good, **breakage})
+
+
+# ----------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def model98(tmp_path_factory, wflw_meanface) -> Path:
+    """Known-answer WFLW model (98 points, scheme wflw98, the WFLW crop policy)."""
+    spec = make_spec(wflw_meanface, scheme="wflw98", name="known98",
+                     crop_policy=preset_crop_policy("WFLW").to_dict())
+    return known_answer_model(tmp_path_factory.mktemp("m") / "known98.onnx", wflw_meanface, spec)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut) -> Path:
+    """A folder with good images, bad ones, and a file that is not an image at all."""
+    root = tmp_path_factory.mktemp("photos")
+    cv2.imwrite(str(root / "a.jpg"), astronaut)
+    cv2.imwrite(str(root / "b.png"), cv2.copyMakeBorder(astronaut, 40, 0, 80, 0,
+                                                         cv2.BORDER_CONSTANT))
+    (root / "bad.jpg").write_bytes(b"\xff\xd8 this is not really a JPEG")
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image, and not claiming to be one")
+    (root / "sub").mkdir()
+    cv2.imwrite(str(root / "sub" / "c.jpg"), cv2.resize(astronaut, (300, 300)))
+    return root
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def analytic(meanface: np.ndarray, crop) -> np.ndarray:
+    x1, y1, x2, y2 = crop
+    return np.stack([x1 + meanface[:, 0] * (x2 - x1), y1 + meanface[:, 1] * (y2 - y1)], axis=1)
+
+
+# ----------------------------------------------------------------- images
+def test_one_image_prints_json(model98, photos, capsys, wflw_meanface):
+    code, out, err = run([photos / "a.jpg", "-m", model98], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    check_document(doc)
+    assert (doc["width"], doc["height"], doc["model"]) == (512, 512, "known98")
+    assert doc["scheme"] == "wflw98" and doc["num_landmarks"] == 98
+    assert doc["source"] == str(photos / "a.jpg") and len(doc["faces"]) == 1
+    face = doc["faces"][0]
+    np.testing.assert_allclose(face["landmarks"], analytic(wflw_meanface, face["crop"]),
+                               atol=2e-3)
+    assert "1 image, 1 face" in err
+
+
+def test_folder_with_bad_files(model98, photos, tmp_path, capsys):
+    out_dir = tmp_path / "results"
+    code, out, err = run([photos, "-o", f"{out_dir}/", "--draw", "-m", model98], capsys)
+    assert code == 1  # something failed
+    assert out == ""
+    assert "bad.jpg" in err and "empty.png" in err and "notes.txt" not in err
+    assert "2 images, 2 faces, 2 failed" in err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["a.json", "a_landmarks.jpg", "b.json", "b_landmarks.png"]
+    a = json.loads((out_dir / "a.json").read_text())
+    b = json.loads((out_dir / "b.json").read_text())
+    check_document(a)
+    check_document(b)
+    # b is a shifted by (80, 40): same face, moved
+    np.testing.assert_allclose(np.array(b["faces"][0]["landmarks"]),
+                               np.array(a["faces"][0]["landmarks"]) + [80, 40], atol=4.0)
+    drawn = cv2.imread(str(out_dir / "a_landmarks.jpg"))
+    original = cv2.imread(str(photos / "a.jpg"))
+    assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).max() > 100
+    # recursive: the sub-folder's image too, into the same tree
+    code, _, err = run([photos, "-r", "-o", out_dir, "-m", model98, "-q"], capsys)
+    assert code == 1 and "3 images" not in err  # quiet: no summary, errors only
+    assert "bad.jpg" in err
+    check_document(json.loads((out_dir / "sub" / "c.json").read_text()))
+
+
+def test_points_68_as_csv(model98, photos, capsys):
+    code, out, _ = run([photos / "a.jpg", "--points", "68", "--format", "csv", "-m", model98],
+                       capsys)
+    assert code == 0
+    lines = out.strip().splitlines()
+    header = lines[0].split(",")
+    assert header[:6] == ["source", "frame", "time", "face", "track_id", "score"]
+    assert header[14] == "x0" and header[14 + 67] == "x67" and header[-1] == "s67"
+    assert len(header) == 14 + 3 * 68 and len(lines) == 2
+    row = dict(zip(header, lines[1].split(","), strict=True))
+    _, full, _ = run([photos / "a.jpg", "-m", model98], capsys)
+    lm98 = json.loads(full)["faces"][0]["landmarks"]
+    for k in (0, 30, 67):
+        assert float(row[f"x{k}"]) == pytest.approx(lm98[WFLW98_TO_300W68[k]][0])
+        assert float(row[f"y{k}"]) == pytest.approx(lm98[WFLW98_TO_300W68[k]][1])
+    code, out, _ = run([photos / "a.jpg", "--points", "68", "-m", model98], capsys)
+    doc = json.loads(out)
+    check_document(doc)
+    assert doc["scheme"] == "300w68" and doc["num_landmarks"] == 68
+
+
+def test_npy_and_a_json_array_for_several_files(model98, photos, tmp_path, capsys):
+    npy = tmp_path / "a.npy"
+    assert run([photos / "a.jpg", "-o", npy, "-m", model98], capsys)[0] == 0
+    arr = np.load(npy)
+    _, out, _ = run([photos / "a.jpg", "-m", model98], capsys)
+    assert arr.shape == (1, 98, 2) and arr.dtype == np.float32
+    np.testing.assert_allclose(arr[0], json.loads(out)["faces"][0]["landmarks"], atol=1e-3)
+    both = tmp_path / "both.json"
+    code, _, _ = run([photos / "a.jpg", photos / "b.png", "-o", both, "-m", model98], capsys)
+    docs = json.loads(both.read_text())
+    assert code == 0 and isinstance(docs, list) and len(docs) == 2
+    for doc in docs:
+        check_document(doc)
+    code, _, err = run([photos / "a.jpg", "--format", "npy", "-m", model98], capsys)
+    assert code == 2 and "-o" in err
+    code, _, err = run([photos, "-o", tmp_path / "all.npy", "-m", model98], capsys)
+    assert code == 2 and "FOLDER" in err
+
+
+def test_box_and_draw_path(model98, photos, tmp_path, capsys, wflw_meanface):
+    target = tmp_path / "drawn" / "out.png"
+    code, out, _ = run([photos / "a.jpg", "--box", "180,70,300,240", "--draw", target,
+                        "-m", model98], capsys)
+    face = json.loads(out)["faces"][0]
+    assert code == 0 and face["box"] == [180, 70, 300, 240] and face["score"] == 1
+    assert cv2.imread(str(target)).shape == (512, 512, 3)
+    code, _, err = run([photos / "a.jpg", "--draw", photos / "a.jpg", "-m", model98], capsys)
+    assert code == 1 and "overwrite" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "nothing to do"),
+        (["x.jpg", "--score-threshold", "2"], "score-threshold"),
+        (["x.jpg", "--box", "1,2,3"], "X1,Y1,X2,Y2"),
+        (["x.jpg", "--max-faces", "0"], "positive integer"),
+        (["x.jpg", "--format", "xml"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(args, message, capsys):
+    code, _, err = run(args, capsys)
+    assert code == 2 and message in err
+
+
+def test_unconvertible_points_and_missing_inputs(model98, photos, capsys):
+    code, _, err = run([photos / "a.jpg", "--points", "29", "-m", model98], capsys)
+    assert code == 2 and "--points 29" in err
+    code, out, err = run([photos / "missing.jpg", photos / "a.jpg", "-m", model98], capsys)
+    assert code == 1 and "missing.jpg" in err and "no such file" in err
+    docs = json.loads(out)  # the good one is still done
+    assert [d["source"] for d in docs] == [str(photos / "a.jpg")]
+
+
+def test_empty_folder_is_a_failure(model98, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run([tmp_path / "empty", "-m", model98], capsys)
+    assert code == 1 and "no images" in err and json.loads(out) == []
+
+
+def test_help_version_and_convert_dispatch(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for option in ("--model", "--threads", "--score-threshold", "--max-faces", "--points",
+                   "--format", "--draw", "--camera", "--quiet", "--redetect-interval",
+                   "--no-smooth", "--beta", "--min-cutoff", "--batch-size", "exit status",
+                   "pipdetect convert"):
+        assert option in out, option
+    documented = {a for action in build_parser()._actions for a in action.option_strings}
+    assert all(opt in out for opt in documented)
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.startswith("pipdetect ")
+    try:
+        code = main(["convert", "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0 and "checkpoint" in capsys.readouterr().out
+
+
+def test_camera_without_a_display_is_a_clear_error(model98, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    code, _, err = run(["--camera", "0", "-m", model98], capsys)
+    assert code == 2 and "display" in err
+
+
+# ----------------------------------------------------------------- video
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, astronaut) -> tuple[Path, Path, list[np.ndarray]]:
+    """An mp4 the test writes itself: the dotted astronaut moved and scaled over 20 frames."""
+    folder = tmp_path_factory.mktemp("clip")
+    model = dots_model(folder / "dots.onnx")
+    base = (astronaut, dots_face(LandmarkDetector(model).detect(astronaut)[0].crop))
+    path = folder / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (640, 480))
+    assert writer.isOpened()
+    truths = []
+    for t in range(20):
+        frame, truth = render(base, 0.8 + 0.015 * t, 30 + 8.0 * t, 15 + 4.0 * t)
+        writer.write(frame)
+        truths.append(truth)
+    writer.release()
+    return path, model, truths
+
+
+def test_video_tracked_to_json_and_drawn(video, tmp_path, capsys):
+    path, model, truths = video
+    out, drawn = tmp_path / "clip.json", tmp_path / "clip_out.mp4"
+    code, stdout, err = run([path, "-o", out, "--draw", drawn, "-m", model, "--no-smooth"],
+                            capsys)
+    assert code == 0, err
+    assert stdout == "" and "20 frames, face detector on 2" in err
+    doc = json.loads(out.read_text())
+    check_document(doc)
+    assert doc["kind"] == "video" and doc["fps"] == 15.0 and (doc["width"], doc["height"]) == (
+        640, 480)
+    frames = doc["frames"]
+    assert [f["frame"] for f in frames if f["detected"]] == [0, 10]
+    for frame, truth in zip(frames, truths, strict=True):
+        assert [f["track_id"] for f in frame["faces"]] == [0]
+        np.testing.assert_allclose(frame["faces"][0]["landmarks"], truth, atol=2.0)
+    cap = cv2.VideoCapture(str(drawn))
+    count = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (480, 640, 3)
+        count += 1
+    cap.release()
+    assert count == 20
+
+
+def test_video_options_and_arrays(video, tmp_path, capsys):
+    path, model, truths = video
+    code, out, _ = run([path, "-m", model, "--no-track", "-q"], capsys)
+    doc = json.loads(out)
+    check_document(doc, tracked=False)
+    assert code == 0 and all(f["detected"] for f in doc["frames"])
+    assert all("track_id" not in face for f in doc["frames"] for face in f["faces"])
+    npy = tmp_path / "clip.npy"
+    code, _, _ = run([path, "-m", model, "-o", npy, "--redetect-interval", "0", "-q"], capsys)
+    arr = np.load(npy)
+    assert code == 0 and arr.shape == (20, 1, 6, 2)
+    # smoothed: a few pixels behind while the filter learns the speed, then close
+    np.testing.assert_allclose(arr[:, 0], np.array(truths), atol=5.0)
+    np.testing.assert_allclose(arr[4:, 0], np.array(truths)[4:], atol=2.5)
+    code, out, _ = run([path, "-m", model, "--format", "csv", "-q"], capsys)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 21 and lines[1].split(",")[1:5] == ["0", "0.0", "0", "0"]
+
+
+# ----------------------------------------------------------------- as a program
+def _subprocess(args: list[str], env: dict[str, str] | None = None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pipdetect", *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=full_env)
+
+
+def test_python_dash_m_pipdetect(model98, photos):
+    result = _subprocess([str(photos / "a.jpg"), "-m", str(model98)])
+    assert result.returncode == 0, result.stderr
+    check_document(json.loads(result.stdout))
+
+
+def test_no_model_says_how_to_get_one(photos, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PIPDETECT_CACHE": str(tmp_path / "cache")}
+    result = _subprocess([str(photos / "a.jpg")], env)
+    assert result.returncode == 2
+    assert "pipdetect convert" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
