@@ -28,6 +28,7 @@ from hubserver import HubStandIn
 from modelfactory import make_spec, random_model
 from pipdetect import LandmarkDetector
 from pipdetect.integrations.ray import PipdetectPredictor, detect_landmarks, output_schema
+from pipdetect.results import image_record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,7 +63,7 @@ def ray_local() -> Iterator[None]:
 def model_path(tmp_path_factory: pytest.TempPathFactory, wflw_meanface: np.ndarray) -> Path:
     """A 98-point model with random heads: its landmarks depend on the pixels, so a
     result written to the wrong row, a colour swap or a different decode shows."""
-    spec = make_spec(wflw_meanface, name="ray-test", scheme="WFLW")
+    spec = make_spec(wflw_meanface, name="ray-test", scheme="wflw98")
     return random_model(tmp_path_factory.mktemp("model") / "random.onnx", spec, seed=3)
 
 
@@ -132,18 +133,22 @@ def test_folder_to_parquet_matches_single_process(
     landmarks.write_parquet(str(out), ray_remote_args={"num_cpus": 0})
     table = pq.read_table(out)
     assert table.schema.equals(output_schema("images"), check_metadata=False)
-    rows = {Path(r["image"]).name: r for r in table.to_pylist()}
+    rows = {Path(r["source"]).name: r for r in table.to_pylist()}
     assert sorted(rows) == sorted([*expected, CORRUPT])
 
     bad = rows.pop(CORRUPT)
     assert bad["error"].startswith("InvalidImageError")
     assert bad["faces"] is None and bad["width"] is None
+    det = LandmarkDetector(model_path, threads=1)
     for name, row in rows.items():
-        assert row["error"] is None, name
-        assert row["model"] == "ray-test" and row["scheme"] == "WFLW"
-        h, w = cv2.imread(str(folder / name)).shape[:2]
-        assert (row["width"], row["height"]) == (w, h)
-        _faces_equal(row["faces"], expected[name])
+        assert row.pop("error") is None, name
+        # The row is the CLI's JSON document of the image (pipdetect.results).
+        image = cv2.imread(str(folder / name))
+        h, w = image.shape[:2]
+        want = image_record(det, det.detect(image), size=(w, h), source=row["source"])
+        assert set(row) == set(want)
+        _faces_equal(row.pop("faces"), want.pop("faces"))
+        assert row == want
 
 
 def test_read_images_rgb_one_row_per_face(
@@ -163,7 +168,7 @@ def test_read_images_rgb_one_row_per_face(
     rows = out.take_all()
     by_image: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        by_image.setdefault(Path(r["image"]).name, []).append(r)
+        by_image.setdefault(Path(r["source"]).name, []).append(r)
     assert sorted(by_image) == sorted(Path(p).name for p in pngs)
     face_keys = ("box", "crop", "score", "landmarks", "scores")
     for name, group in by_image.items():
@@ -231,14 +236,19 @@ def test_paths_boxes_and_kept_columns(
     want_box = [f.to_dict() for f in det.detect(folder / "original.jpg", boxes=[box])]
     batch = {
         "path": _objects(
-            [str(folder / n) for n in ("original.jpg",) * 3 + ("missing.jpg", "flipped.png")]
+            [str(folder / n) for n in ("original.jpg",) * 4 + ("missing.jpg", "flipped.png")]
         ),
-        "boxes": _objects([None, np.array([box]), [[10.0, 10.0, 5.0, 20.0]], None, []]),
-        "id": np.arange(5),
+        "boxes": _objects(
+            [None, np.array([box]), [[10.0, 10.0, 5.0, 20.0]], [[2e3, 2e3, 2.1e3, 2.1e3]], None, []]
+        ),
+        "id": np.arange(6),
     }
     table = predictor(batch)
     rows = table.to_pylist()
-    assert [r["id"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["id"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    # A box outside its image fails the whole detect_batch call: only its row is an error.
+    outside = rows.pop(3)
+    assert outside["error"].startswith("InvalidBoxError") and outside["faces"] is None
     _faces_equal(rows[0]["faces"], expected["original.jpg"])
     _faces_equal(rows[1]["faces"], want_box)
     assert rows[1]["faces"][0]["score"] == 1.0
@@ -255,7 +265,7 @@ def test_pandas_batches_and_bgr_arrays(
     flipped = np.ascontiguousarray(astronaut[:, ::-1])
     frame = pd.DataFrame({"image": [flipped, None], "path": ["flipped.png", "empty"]})
     rows = pred(frame).to_pylist()
-    assert [r["image"] for r in rows] == ["flipped.png", "empty"]
+    assert [r["source"] for r in rows] == ["flipped.png", "empty"]
     got = {k: rows[0][k] for k in ("box", "crop", "score", "landmarks", "scores")}
     _faces_equal([got], expected["flipped.png"])
     assert rows[1]["error"].startswith("InvalidImageError") and rows[1]["face"] is None
@@ -273,11 +283,25 @@ def test_empty_batch_and_bad_batches(predictor: PipdetectPredictor) -> None:
         predictor([b"abc"])
 
 
+def test_points_68_and_the_scheme_follow_the_detector(
+    model_path: Path, folder: Path, astronaut: np.ndarray
+) -> None:
+    pred = PipdetectPredictor(str(model_path), points=68)
+    rows = pred({"path": _objects([str(folder / "two_faces.png"), str(folder / NO_FACE)])})
+    det = LandmarkDetector(model_path, threads=1)
+    for row, name in zip(rows.to_pylist(), ("two_faces.png", NO_FACE), strict=True):
+        assert (row["scheme"], row["num_landmarks"]) == ("300w68", 68)
+        want = [f.to_dict() for f in det.detect(folder / name, points=68)]
+        _faces_equal(row["faces"], want)
+        assert all(len(f["landmarks"]) == 68 for f in row["faces"])
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"rows": "image"}, {"color": "RGB"}, {"threads": 0}, {"threads": True}]
+    "kwargs",
+    [{"points": 5}, {"rows": "image"}, {"color": "RGB"}, {"threads": 0}, {"threads": True}],
 )
 def test_options_are_checked(model_path: Path, kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, KeyError)):
         PipdetectPredictor(str(model_path), **kwargs)
 
 

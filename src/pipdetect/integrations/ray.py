@@ -5,8 +5,9 @@ Ray; only this module does.
 
 >>> import ray
 >>> from pipdetect.integrations.ray import detect_landmarks
->>> ds = ray.data.read_binary_files("photos/", include_paths=True)
->>> detect_landmarks(ds, "pipnet-r18-wflw", actors=2, threads=1).write_parquet("out/")
+>>> ds = ray.data.read_binary_files("photos/", include_paths=True, num_cpus=0)
+>>> detect_landmarks(ds, "pipnet-r18-wflw", actors=2, threads=1).write_parquet(
+...     "out/", ray_remote_args={"num_cpus": 0})
 
 which is shorthand for::
 
@@ -37,30 +38,34 @@ make yourself**: ``read_images`` decodes in Ray's read tasks, and one file PIL
 cannot decode fails the whole job (seen with Ray 2.60), whereas undecodable
 bytes become a row with an ``error`` here.
 
-Optional columns: ``path`` names the image in the output; ``boxes`` (name set by
-``boxes_column``) holds known face boxes per image, ``(N, 4)`` as
+Optional columns: ``path`` names the image in the output (``source``);
+``boxes`` (name set by ``boxes_column``) holds known face boxes per image, ``(N, 4)`` as
 ``(x1, y1, x2, y2)`` pixels, which skips face detection for that image
 (``None``/null: detect; an empty list: no faces). Columns listed in
 ``keep_columns`` are copied to the output unchanged (ids to join on).
 
 Outputs
 -------
-A :class:`pyarrow.Table` with a fixed schema (:meth:`PipdetectPredictor.output_schema`),
-so every block and every Parquet file agree even when a batch holds no face or
-no error. Coordinates are float pixels of the original image, x right, y down,
-pixel centres at integers, rounded as in the CLI's JSON (:meth:`pipdetect.Face.to_dict`).
+A :class:`pyarrow.Table` with a fixed schema (:func:`output_schema`), so every
+block and every Parquet file agree even when a batch holds no face or no error.
+The fields are those of the CLI's JSON document of an image
+(:mod:`pipdetect.results`, ``"format": "pipdetect.landmarks/1"``), plus ``error``:
+coordinates in pixels of the original image, x right, y down, pixel centres at
+integers, rounded to 1/1000 pixel as in the JSON.
 
-``rows="images"`` (default): one row per input image, the CLI's JSON object for
-that image: ``image`` (the path, or null), ``width`` and ``height`` (pixels),
-``model`` (name), ``scheme`` (landmark scheme), ``faces`` (a list of structs:
-``box``, ``crop``, ``score``, ``landmarks`` as ``[[x, y], ...]``, ``scores``),
+``rows="images"`` (default, recommended): one row per input image, exactly the
+CLI's document for it: ``format``, ``kind`` (``"image"``), ``source`` (the input
+``path``, or null), ``width`` and ``height`` (pixels), ``model``, ``scheme``,
+``num_landmarks``, ``faces`` (a list of structs ``box``, ``crop``, ``score``,
+``landmarks`` as ``[[x, y], ...]``, ``scores``; largest face first), and
 ``error`` (null, or ``"ErrorType: message"`` for an image that could not be
-used). Row count = input count, so nothing is lost silently; Parquet stores
-``faces`` as a nested list that pandas, DuckDB (``UNNEST``) and Spark
-(``explode``) read directly. This is the recommended layout.
+used; its ``faces``, ``width`` and ``height`` are then null). Row count = input
+count, so nothing is lost silently, and a row is one JSON document: Parquet
+stores ``faces`` as a nested list that pandas, DuckDB (``UNNEST``) and Spark
+(``explode``) read directly.
 
 ``rows="faces"``: one row per face, flat columns for engines that dislike
-nesting: the image fields, then ``face`` (index in the image, largest face
+nesting: the image fields, then ``face`` (its position in the image, largest
 first), ``box``, ``crop``, ``score``, ``landmarks``, ``scores``. An image with no
 face, or with an error, still gets one row, with ``face`` and the face columns
 null.
@@ -83,12 +88,21 @@ the path when the driver's cache is shared with the workers.
 Threads and actors
 ------------------
 Each actor runs onnxruntime with ``threads`` intra-op threads and limits
-OpenCV's thread pool (resizing, face detection) to the same number (an actor
-is its own process). Reserve exactly that many CPUs per actor (``num_cpus=threads``,
-as :func:`detect_landmarks` does) so Ray never places more actors on a node than
-it has cores: ``threads x actors per node <= cores``. Many small actors
-(``threads=1``) give the best throughput for batch work; fewer, wider actors
-use less memory (one model copy per actor, about 50 MB for ResNet-18).
+OpenCV's thread pool (decoding, resizing, face detection) to the same number
+(an actor is a process of its own). Reserve exactly that many CPUs per actor
+(``num_cpus=threads``, as :func:`detect_landmarks` does) and keep
+``threads x actors per node <= cores``, so Ray never runs more threads than a
+node has cores. Many small actors (``threads=1``) usually give the best
+throughput for batch work (processes scale with cores more evenly than the
+intra-op threads of one small network); fewer, wider actors use less memory
+(one model per actor, about 50 MB for ResNet-18) and suit a few huge images.
+
+Ray Data's read and write tasks reserve CPUs too (1 each by default): when the
+actors hold every CPU of the cluster, they wait forever and the job stalls
+with no error (seen with 2 actors on 2 CPUs). Either leave a core per node for
+them, or give them none (``read_binary_files(..., num_cpus=0)``,
+``write_parquet(..., ray_remote_args={"num_cpus": 0})``): they only move bytes,
+and the decoding happens in the actors.
 """
 
 from __future__ import annotations
@@ -110,6 +124,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
 
 from ..errors import InvalidBoxError, InvalidImageError
 from ..image import load_image
+from ..results import image_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..detector import Face, LandmarkDetector
@@ -137,11 +152,14 @@ def _face_fields() -> list[pa.Field]:
 
 def _image_fields() -> list[pa.Field]:
     return [
-        pa.field("image", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("source", pa.string()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("model", pa.string()),
         pa.field("scheme", pa.string()),
+        pa.field("num_landmarks", pa.int32()),
     ]
 
 
@@ -188,6 +206,7 @@ class PipdetectPredictor:
         threads: int = 1,
         rows: str = "images",
         color: str = "rgb",
+        points: int | str | None = None,
         boxes_column: str = "boxes",
         keep_columns: Sequence[str] = (),
         **detector_options: Any,
@@ -210,9 +229,14 @@ class PipdetectPredictor:
         self._boxes_column = boxes_column
         self._keep = tuple(keep_columns)
         self._schema = output_schema(rows)
-        spec = self._detector.spec
-        self._model_name = spec.name
-        self._scheme = spec.scheme
+        self._points = points
+        # The CLI's document of an image without faces: the per-image fields every row
+        # shares (format, kind, model, scheme, num_landmarks); also checks ``points``.
+        self._header = {
+            k: v
+            for k, v in image_record(self._detector, [], size=(0, 0), points=points).items()
+            if k not in ("source", "width", "height", "faces")
+        }
 
     @property
     def detector(self) -> LandmarkDetector:
@@ -280,11 +304,17 @@ class PipdetectPredictor:
     def _detect(
         self, images: list[np.ndarray], boxes: list[np.ndarray | None]
     ) -> list[list[Face] | BaseException]:
-        """Faces of every image, or the error that image raised."""
+        """Faces of every image (one network pass for the batch), or the error it raised."""
+        if not images:
+            return []
+        try:
+            return list(self._detector.detect_batch(images, boxes=boxes, points=self._points))
+        except _IMAGE_ERRORS:
+            pass  # one bad image (e.g. a box outside it) fails the batch: find which
         out: list[list[Face] | BaseException] = []
         for img, box in zip(images, boxes, strict=True):
             try:
-                out.append(self._detector.detect(img, boxes=box))
+                out.append(self._detector.detect(img, boxes=box, points=self._points))
             except _IMAGE_ERRORS as exc:
                 out.append(exc)
         return out
@@ -302,11 +332,10 @@ class PipdetectPredictor:
         for i, result in enumerate(results):
             size = sizes[i]
             base: dict[str, Any] = {
-                "image": names[i],
+                **self._header,
+                "source": names[i],
                 "width": None if size is None else size[0],
                 "height": None if size is None else size[1],
-                "model": self._model_name,
-                "scheme": self._scheme,
             }
             error = _describe(result) if isinstance(result, BaseException) else None
             faces = [] if isinstance(result, BaseException) else result
