@@ -136,7 +136,7 @@ def test_non_finite_model_outputs_raise(tmp_path, astronaut, wflw_meanface, bad)
     shape[7, 0] = bad
     spec = make_spec(wflw_meanface)
     det = LandmarkDetector(known_answer_model(tmp_path / "nan.onnx", shape, spec))
-    with pytest.raises(ModelOutputError, match="NaN|infinit|non-finite"):
+    with pytest.raises(ModelOutputError, match=r"NaN|infinit|non-finite"):
         det.detect(astronaut, boxes=[BOX])
 
 
