@@ -353,3 +353,60 @@ def test_no_model_says_how_to_get_one(photos, tmp_path):
     assert result.returncode == 2
     assert "pipdetect convert" in result.stderr and "--model" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_camera_preview_and_recording(video, tmp_path, monkeypatch, capsys):
+    """The --camera loop, with a fake camera (frames of the test video) and a fake window."""
+    import pipdetect.cli as cli
+    import pipdetect.video as video_module
+
+    path, model, truths = video
+    real_open = video_module.open_frames
+    shown: list[tuple[int, int]] = []
+
+    def fake_open(source):
+        if not isinstance(source, int):
+            return real_open(source)
+        assert source == 3
+        frames, info = real_open(path)
+        return frames, video_module.VideoInfo(fps=info.fps)  # cameras report little
+
+    monkeypatch.setattr(cli, "_no_display", lambda: None)
+    monkeypatch.setattr(video_module, "open_frames", fake_open)
+    monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape[:2]))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: ord("q") if len(shown) == 8 else -1)
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    out = tmp_path / "cam.json"
+    code, _, err = run(["--camera", "3", "-m", model, "-o", out, "--no-smooth"], capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    check_document(doc)
+    assert doc["kind"] == "camera" and doc["source"] == "camera:3"
+    assert len(doc["frames"]) == 8 == len(shown)  # q pressed on the 8th frame
+    for frame, truth in zip(doc["frames"], truths, strict=False):
+        np.testing.assert_allclose(frame["faces"][0]["landmarks"], truth, atol=2.0)
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from pipdetect.cli import _Console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    console = _Console(quiet=False, stream=term)
+    console.progress(3, 10, "images")
+    console.progress(10, 10, "images", "5 faces")
+    console.error("skipping x.jpg: broken")
+    text = term.getvalue()
+    assert "\r[#########" in text and "3/10 images" in text and "10/10 images  5 faces" in text
+    assert text.endswith("pipdetect: skipping x.jpg: broken\n")
+    quiet = Terminal()
+    _Console(quiet=True, stream=quiet).progress(1, 2, "images")
+    assert quiet.getvalue() == ""
+    piped = io.StringIO()  # not a terminal: no bar
+    _Console(quiet=False, stream=piped).progress(1, 2, "images")
+    assert piped.getvalue() == ""

@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pipdetect`` (``pipdetect convert`` has its own)."""
+    from .track import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Facial landmarks with PIP-Net on onnxruntime: images, folders, videos "
@@ -140,12 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 0.25)")
     video.add_argument("--no-smooth", action="store_true",
                        help="no temporal smoothing of landmarks")
-    video.add_argument("--min-cutoff", type=float, default=1.0, metavar="HZ",
-                       help="smoothing: One Euro cutoff at rest, Hz (default 1; lower is "
-                            "smoother)")
-    video.add_argument("--beta", type=float, default=5.0, metavar="B",
-                       help="smoothing: One Euro speed coefficient per face size (default 5; "
-                            "higher lags less on fast motion)")
+    video.add_argument("--min-cutoff", type=float, default=DEFAULT_MIN_CUTOFF, metavar="HZ",
+                       help="smoothing: One Euro cutoff at rest, Hz (default "
+                            f"{DEFAULT_MIN_CUTOFF:g}; lower is smoother)")
+    video.add_argument("--beta", type=float, default=DEFAULT_BETA, metavar="B",
+                       help="smoothing: One Euro speed coefficient per face size (default "
+                            f"{DEFAULT_BETA:g}; higher lags less on fast motion)")
     return p
 
 
