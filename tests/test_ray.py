@@ -260,7 +260,8 @@ def test_paths_boxes_and_kept_columns(
 def test_pandas_batches_and_bgr_arrays(
     model_path: Path, astronaut: np.ndarray, expected: dict[str, Any]
 ) -> None:
-    pd = pytest.importorskip("pandas")  # installed with ray[data]
+    import pandas as pd  # installed with ray[data]
+
     pred = PipdetectPredictor(str(model_path), color="bgr", rows="faces")
     flipped = np.ascontiguousarray(astronaut[:, ::-1])
     frame = pd.DataFrame({"image": [flipped, None], "path": ["flipped.png", "empty"]})

@@ -117,7 +117,7 @@ import numpy as np
 try:
     import pyarrow as pa
     import ray.data
-except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+except ImportError as _exc:  # pragma: no cover - tested in a subprocess
     raise ImportError(
         'pipdetect.integrations.ray needs Ray Data; install it with: pip install "pipdetect[ray]"'
     ) from _exc
@@ -190,6 +190,10 @@ class PipdetectPredictor:
     color:
         Channel order of arrays in the ``image`` column: ``"rgb"`` (Ray's
         ``read_images``) or ``"bgr"`` (OpenCV).
+    points:
+        Return another landmark scheme, e.g. ``68`` for the 300W subset of a
+        98-point model (as ``LandmarkDetector.detect(points=...)``); ``None``:
+        the model's own.
     boxes_column:
         Name of the optional column of known face boxes.
     keep_columns:
