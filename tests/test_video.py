@@ -9,7 +9,7 @@ import pytest
 
 from modelfactory_dots import dots_face, dots_model
 from pipdetect import LandmarkDetector
-from pipdetect.errors import InvalidImageError
+from pipdetect.errors import InvalidImageError, VideoError
 from pipdetect.video import VideoInfo, is_video_path, open_frames, open_writer
 from test_track import render
 
@@ -79,11 +79,11 @@ def test_bad_sources(tmp_path):
         open_frames(tmp_path / "missing.mp4")
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
-    with pytest.raises(InvalidImageError, match="cannot open this video"):
+    with pytest.raises(VideoError, match="cannot open this video"):
         open_frames(text)
-    with pytest.raises(InvalidImageError, match="not a file"):
+    with pytest.raises(VideoError, match="not a file"):
         open_frames(tmp_path)
-    with pytest.raises(InvalidImageError, match="camera 57"):
+    with pytest.raises(VideoError, match="camera 57"):
         open_frames(57)
     with pytest.raises(InvalidImageError, match="T, H, W"):
         open_frames(np.zeros((4, 4, 3), np.uint8))

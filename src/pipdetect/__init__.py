@@ -24,6 +24,7 @@ from .errors import (
     ModelOutputError,
     NoFaceError,
     PipdetectError,
+    VideoError,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "DecodeError",
     "DownloadError",
     "Face",
+    "FrameFaces",
     "InvalidBoxError",
     "InvalidImageError",
     "LandmarkDetector",
@@ -41,9 +43,13 @@ __all__ = [
     "ModelNotFoundError",
     "ModelOutputError",
     "NoFaceError",
+    "OneEuroFilter",
     "PIPDecoder",
     "PipdetectError",
+    "Tracker",
+    "VideoError",
     "__version__",
+    "draw_faces",
     "list_models",
 ]
 
@@ -52,12 +58,18 @@ _LAZY = {
     "Face": "detector",
     "PIPDecoder": "decode",
     "list_models": "zoo",
+    "Tracker": "track",
+    "FrameFaces": "track",
+    "OneEuroFilter": "track",
+    "draw_faces": "draw",
     "DEFAULT_MODEL": "zoo",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decode import PIPDecoder
     from .detector import Face, LandmarkDetector
+    from .draw import draw_faces
+    from .track import FrameFaces, OneEuroFilter, Tracker
     from .zoo import DEFAULT_MODEL, list_models
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "ModelOutputError",
     "NoFaceError",
     "PipdetectError",
+    "VideoError",
 ]
 
 
@@ -32,6 +33,10 @@ class InvalidImageError(PipdetectError, ValueError):
 
 class InvalidBoxError(PipdetectError, ValueError):
     """A face box or crop box is malformed (wrong length, non-finite, zero or negative size)."""
+
+
+class VideoError(PipdetectError, OSError):
+    """A video file or camera cannot be opened or read by OpenCV."""
 
 
 class NoFaceError(PipdetectError, LookupError):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidImageError
+from .errors import InvalidImageError, VideoError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,8 +66,8 @@ def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
     Returns an iterator over the frames and what is known about them. For files
     and cameras the capture device is released when the iterator is exhausted or
     closed (``del`` it, or call ``.close()``). Raises :class:`FileNotFoundError` for
-    a missing file and :class:`~pipdetect.errors.InvalidImageError` for a file or
-    camera OpenCV cannot open.
+    a missing file and :class:`~pipdetect.errors.VideoError` for a file or camera
+    OpenCV cannot open.
     """
     if isinstance(source, (bool, np.bool_)):
         raise TypeError("source must be a video path, a camera index or an iterable of frames")
@@ -78,7 +78,7 @@ def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
         if not path.exists():
             raise FileNotFoundError(f"video file not found: {path}")
         if not path.is_file():
-            raise InvalidImageError(f"{path} is not a file")
+            raise VideoError(f"{path} is not a file")
         return _capture(str(path), str(path))
     if isinstance(source, np.ndarray):
         if source.ndim != 4:
@@ -103,7 +103,7 @@ def _capture(target: int | str, name: str) -> tuple[Iterator[np.ndarray], VideoI
     if not cap.isOpened():
         cap.release()
         what = "camera" if isinstance(target, int) else "video"
-        raise InvalidImageError(
+        raise VideoError(
             f"{name}: OpenCV cannot open this {what}"
             + (" (corrupt, or a codec this OpenCV build lacks)" if what == "video" else
                " (no such device, or it is in use)")
