@@ -141,3 +141,38 @@ def test_refuses_bad_inputs(fp32_model, int8_model, tmp_path, astronaut):
         quantize_model(not_a_model, tmp_path / "y.onnx", [astronaut])
     with pytest.raises(ValueError, match="max_faces"):
         calibration_batch(fp32_model, [astronaut], max_faces=0)
+
+
+# ------------------------------------------------------------- pipdetect convert --quantize
+def test_cli_quantize_writes_both_models(monkeypatch, tmp_path, fp32_model, capsys):
+    import pipdetect.convert as convert
+    from pipdetect.convert.cli import main
+
+    def fake_convert(checkpoint, output, **kwargs):  # the conversion itself: test_convert.py
+        Path(output).write_bytes(fp32_model.read_bytes())
+        return load_model(output).spec
+
+    monkeypatch.setattr(convert, "convert_checkpoint", fake_convert)
+    from conftest import EXAMPLE_IMAGE
+
+    out = tmp_path / "r18.onnx"
+    code = main(["epoch59.pth", "--backbone", "resnet18", "--dataset", "WFLW", "-o", str(out),
+                 "--quantize", "int8", "--calibration", str(EXAMPLE_IMAGE)])
+    assert code == 0, capsys.readouterr().err
+    spec = load_model(tmp_path / "r18-int8.onnx").spec
+    assert spec.provenance["quantization"]["calibration_crops"] == 2
+    assert "r18-int8.onnx" in capsys.readouterr().out
+
+
+def test_cli_quantize_needs_calibration_photos(monkeypatch, tmp_path, capsys):
+    import pipdetect.convert as convert
+    from pipdetect.convert.cli import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted before checking the arguments")
+
+    monkeypatch.setattr(convert, "convert_checkpoint", must_not_run)
+    code = main(["epoch59.pth", "--backbone", "resnet18", "--dataset", "WFLW",
+                 "-o", str(tmp_path / "m.onnx"), "--quantize", "int8"])
+    assert code == 2
+    assert "--calibration" in capsys.readouterr().err
