@@ -58,3 +58,44 @@ def test_threads_with_explicit_boxes_and_predict_crops(shared, astronaut):
     for a, b in zip(serial_faces, faces, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(np.stack(one), np.stack(serial_crops))
+
+
+# ------------------------------------------------------------------ processes
+def _landmarks_in_child(det: LandmarkDetector, image: np.ndarray) -> np.ndarray:
+    return det.detect(image)[0].landmarks
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_detector_works_in_child_processes(shared, astronaut, method):
+    import multiprocessing as mp
+
+    expected = shared.detect(astronaut)[0].landmarks
+    ctx = mp.get_context(method)
+    with ctx.Pool(2) as pool:
+        results = pool.starmap_async(
+            _landmarks_in_child, [(shared, astronaut), (shared, astronaut[:, ::-1])]
+        ).get(timeout=120)
+    np.testing.assert_array_equal(results[0], expected)
+    np.testing.assert_array_equal(results[1], shared.detect(astronaut[:, ::-1])[0].landmarks)
+
+
+def test_pickle_round_trip_keeps_the_settings(shared, astronaut):
+    import pickle
+
+    tuned = LandmarkDetector(
+        shared._model.path,
+        threads=1,
+        max_faces=1,
+        batch_size=3,
+        score_threshold=0.7,
+        detection_size=320,
+    )
+    clone = pickle.loads(pickle.dumps(tuned))
+    assert (
+        clone is not tuned
+        and clone.batch_size == 3
+        and clone.spec.to_dict() == tuned.spec.to_dict()
+    )
+    assert clone._settings == tuned._settings
+    assert len(pickle.dumps(tuned)) < 2000  # settings, not weights
+    np.testing.assert_array_equal(clone(astronaut), tuned(astronaut))

@@ -141,9 +141,19 @@ class LandmarkDetector:
             raise ValueError(f"max_faces must be a positive integer or None, got {max_faces!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self._model: LoadedModel = load_model(
-            _model_path(model), threads=threads, providers=providers
-        )
+        path = _model_path(model)
+        self._model: LoadedModel = load_model(path, threads=threads, providers=providers)
+        # What pickling sends: the model's path and the settings, never the weights.
+        self._settings: dict[str, Any] = {
+            "model": str(path),
+            "threads": threads,
+            "score_threshold": score_threshold,
+            "nms_threshold": nms_threshold,
+            "max_faces": max_faces,
+            "detection_size": detection_size,
+            "batch_size": batch_size,
+            "providers": providers,
+        }
         spec = self._model.spec
         self._decoder = PIPDecoder(spec.meanface, num_nb=spec.num_nb)
         self._policy = CropPolicy.from_dict(spec.crop_policy)
@@ -186,6 +196,15 @@ class LandmarkDetector:
     def batch_size(self) -> int:
         """Largest number of faces sent through the network in one call."""
         return self._batch_size
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickle by settings: the receiving process loads the same model file again.
+
+        This is what ``multiprocessing`` (spawn or forkserver) and process pools use;
+        the model file must exist at the same path there (true on one machine, and
+        for zoo models in a shared cache).
+        """
+        return _restore, (dict(self._settings),)
 
     def __repr__(self) -> str:
         s = self._model.spec
@@ -502,6 +521,11 @@ def _check_overlap(boxes: np.ndarray, shape: tuple[int, ...]) -> None:
             f"box {boxes[too_big][0].tolist()} is more than {MAX_BOX_FACTOR} times the size "
             f"of the {w}x{h} image; boxes are (x1, y1, x2, y2) in pixels of the image passed"
         )
+
+
+def _restore(settings: dict[str, Any]) -> LandmarkDetector:
+    settings = dict(settings)
+    return LandmarkDetector(settings.pop("model"), **settings)
 
 
 def _model_path(model: str | os.PathLike[str] | None) -> Path:
