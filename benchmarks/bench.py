@@ -325,9 +325,7 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
             tmaps = model["torch"](torch.from_numpy(x1))
         result["torch_parity_max_abs"] = float(max(
             np.abs(a - b.numpy()).max() for a, b in zip(maps1, tmaps, strict=True)))
-        result["torch_landmark_diff_px"] = round(float(np.abs(
-            ref(photo, crop) - faces[0].landmarks).max()), 3)
-    int8_path = None
+    int8_path, det8 = None, None
     if not args.no_int8:
         int8_path = _quantize(path, calib, args.workdir_path)
         det8 = LandmarkDetector(int8_path, threads=args.threads)
@@ -343,6 +341,8 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
     per_face["decoder_pct_of_model"] = round(100 * ratio(s["decoder_b1"], s["raw"]), 3)
     if "torch" in s:
         per_face["torch_speedup"] = round(ratio(s["torch"], s["box"]), 3)
+        if int8_path is not None:
+            per_face["torch_speedup_int8"] = round(ratio(s["torch"], s["int8_box"]), 3)
     if int8_path is not None:
         per_face["int8_speedup_raw"] = round(ratio(s["raw"], s["int8_raw"]), 3)
         per_face["int8_speedup_box"] = round(ratio(s["box"], s["int8_box"]), 3)
@@ -369,7 +369,8 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
                 ratio([t / b for t in s[f"pipdetect_b{b}"]], s["pipdetect_b1"]) ** -1, 3),
         }
     result["batches"] = batches
-    result["_detector"] = det  # for the photo group (removed before writing JSON)
+    # for the photo group (removed before writing JSON)
+    result["_detectors"] = {name: det, **({f"{name} int8": det8} if det8 else {})}
     return result
 
 
@@ -460,9 +461,9 @@ def bench_photos(models: dict[str, dict[str, Any]], results: dict[str, Any],
     found: dict[str, dict[str, int]] = {p: {} for p in photos}
     for pname, image in photos.items():
         for mname in models:
-            det = results[mname]["_detector"]
-            variants[f"{pname}|{mname}"] = (lambda det=det, image=image: det.detect(image))
-            found[pname][mname] = len(det.detect(image))
+            for who, det in results[mname]["_detectors"].items():
+                variants[f"{pname}|{who}"] = (lambda det=det, image=image: det.detect(image))
+                found[pname][who] = len(det.detect(image))
         if dlib_run is not None:
             ups = (0,) if args.quick else (0, 1)
             for up in ups:
@@ -479,7 +480,8 @@ def bench_photos(models: dict[str, dict[str, Any]], results: dict[str, Any],
     if dlib_run is not None:
         ref = f"{PHOTOS[0]}|dlib (upsample 0)"
         out["vs_dlib_upsample0"] = {
-            mname: round(ratio(s[ref], s[f"{PHOTOS[0]}|{mname}"]), 3) for mname in models}
+            who: round(ratio(s[ref], s[f"{PHOTOS[0]}|{who}"]), 3)
+            for mname in models for who in results[mname]["_detectors"]}
     return out
 
 
@@ -570,19 +572,22 @@ def targets(results: dict[str, Any], photos: dict[str, Any], cold: dict[str, Any
             head: str) -> list[dict[str, Any]]:
     out = []
 
-    def add(key: str, value: float | None, met: bool | None, unit: str = "") -> None:
+    def add(key: str, value: float | None, met: bool | None, unit: str = "",
+            int8: float | None = None) -> None:
         out.append({"target": TARGETS_DOC[key], "measured": value, "unit": unit,
-                    "met": met, "model": head})
+                    "met": met, "model": head, "int8": int8})
 
     pf = results[head]["per_face_ms"]
     add("overhead", pf["overhead_ratio"], pf["overhead_ratio"] <= 1.10, "x raw")
     add("decoder", pf["decoder_pct_of_model"], pf["decoder_pct_of_model"] <= 1.0, "%")
     if "torch_speedup" in pf:
-        add("torch", pf["torch_speedup"], pf["torch_speedup"] >= 1.5, "x")
+        add("torch", pf["torch_speedup"], pf["torch_speedup"] >= 1.5, "x",
+            pf.get("torch_speedup_int8"))
     else:
         add("torch", None, None)
-    vs = photos.get("vs_dlib_upsample0", {}).get(head)
-    add("dlib", vs, None if vs is None else vs > 1.0, "x (dlib time / pipdetect time)")
+    vs = photos.get("vs_dlib_upsample0", {})
+    add("dlib", vs.get(head), None if vs.get(head) is None else vs[head] > 1.0,
+        "x (dlib time / pipdetect time)", vs.get(f"{head} int8"))
     b16 = results[head]["batches"]["16"]["pipdetect_speedup_vs_b1"]
     add("batch", b16, b16 >= 1.25, "x")
     if cold:
@@ -700,7 +705,8 @@ def markdown(report: dict[str, Any]) -> str:
     for t in report["targets"]:
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         value = "-" if t["measured"] is None else f"{t['measured']} {t['unit']}"
-        lines.append(f"* {t['target']}: {value} - **{mark}**")
+        extra = "" if t.get("int8") is None else f" (int8 model: {t['int8']} x)"
+        lines.append(f"* {t['target']}: {value} - **{mark}**{extra}")
     return "\n".join(lines)
 
 
@@ -827,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory[name] = bench_cold(model["path"], photos[PHOTOS[0]], 1, workdir)
 
     for r in results.values():
-        r.pop("_detector", None)
+        r.pop("_detectors", None)
     report = {
         "meta": environment(args, rounds),
         "head": head,
