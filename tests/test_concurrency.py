@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -99,3 +100,75 @@ def test_pickle_round_trip_keeps_the_settings(shared, astronaut):
     assert clone._settings == tuned._settings
     assert len(pickle.dumps(tuned)) < 2000  # settings, not weights
     np.testing.assert_array_equal(clone(astronaut), tuned(astronaut))
+
+
+# ------------------------------------------------------------ thread budgets
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_detectors_of_one_model_share_one_session(shared, astronaut):
+    path = shared._model.path
+    first = LandmarkDetector(path, max_faces=1)
+    first(astronaut, box=(180, 70, 300, 240))
+    before = _os_threads()
+    more = [LandmarkDetector(path, batch_size=b) for b in (1, 2, 4, 8)]
+    for det in more:
+        det(astronaut, box=(180, 70, 300, 240))
+        assert det._model.session is first._model.session
+    assert _os_threads() == before  # no new onnxruntime pool per detector
+    other = LandmarkDetector(path, threads=1)  # other settings: a session of its own
+    assert other._model.session is not first._model.session
+
+
+_BUDGET_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from modelfactory import make_spec, random_model
+from pipdetect.presets import load_meanface
+import pipdetect
+if {use_global}:
+    pipdetect.set_global_threads(2)
+mf = load_meanface("WFLW")
+paths = [random_model({tmp!r} + f"/m{{i}}.onnx", make_spec(mf[: 20 + i]), seed=i) for i in range(4)]
+image = np.zeros((64, 64, 3), np.uint8)
+before = len(os.listdir("/proc/self/task"))
+dets = [pipdetect.LandmarkDetector(p) for p in paths]
+for d in dets:
+    d(image, box=(0, 0, 64, 64))
+print(len(os.listdir("/proc/self/task")) - before)
+if {use_global}:
+    try:
+        pipdetect.set_global_threads(3)
+    except RuntimeError:
+        print("late call refused")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_global_thread_pool_bounds_threads_across_different_models(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import TESTS
+
+    def run(use_global: bool) -> list[str]:
+        code = _BUDGET_SCRIPT.format(tests=str(TESTS), tmp=str(tmp_path), use_global=use_global)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split("\n")
+
+    per_session = int(run(False)[0])
+    pooled = run(True)
+    # Four different models: a pool each by default, one shared pool after set_global_threads.
+    assert int(pooled[0]) < per_session
+    assert int(pooled[0]) <= 2
+    assert pooled[1] == "late call refused"

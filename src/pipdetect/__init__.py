@@ -51,6 +51,7 @@ __all__ = [
     "__version__",
     "draw_faces",
     "list_models",
+    "set_global_threads",
 ]
 
 _LAZY = {
@@ -63,12 +64,14 @@ _LAZY = {
     "OneEuroFilter": "track",
     "draw_faces": "draw",
     "DEFAULT_MODEL": "zoo",
+    "set_global_threads": "model",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decode import PIPDecoder
     from .detector import Face, LandmarkDetector
     from .draw import draw_faces
+    from .model import set_global_threads
     from .track import FrameFaces, OneEuroFilter, Tracker
     from .zoo import DEFAULT_MODEL, list_models
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +41,7 @@ __all__ = [
     "LoadedModel",
     "ModelSpec",
     "load_model",
+    "set_global_threads",
 ]
 
 FORMAT_VERSION = 1
@@ -219,6 +222,39 @@ class LoadedModel:
         return self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
 
 
+_SHARED: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()
+_STATE_LOCK = threading.Lock()
+_GLOBAL_THREADS: int | None = None
+_SESSIONS_CREATED = False
+
+
+def set_global_threads(threads: int) -> None:
+    """Run every model loaded later with ``threads=None`` on one process-wide thread pool.
+
+    By default each model file gets its own onnxruntime pool with one thread
+    per core, so a process holding several *different* models (or other
+    onnxruntime users) can run more busy threads than it has cores when they
+    work at the same time. After ``set_global_threads(n)`` all of pipdetect's
+    models loaded with ``threads=None`` share a single pool of ``n`` threads.
+    (Detectors of the *same* model file and settings always share one session,
+    and so one pool, anyway.) Call it once, before pipdetect loads its first
+    model; later calls raise :class:`RuntimeError`.
+    """
+    global _GLOBAL_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    from onnxruntime.capi import _pybind_state
+
+    with _STATE_LOCK:
+        if _SESSIONS_CREATED:
+            raise RuntimeError(
+                "set_global_threads() must be called before pipdetect loads its first model "
+                "(onnxruntime creates its thread pools with the first session)"
+            )
+        _pybind_state.set_global_thread_pool_sizes(threads, 1)
+        _GLOBAL_THREADS = threads
+
+
 def load_model(
     path: str | os.PathLike[str],
     *,
@@ -228,7 +264,10 @@ def load_model(
     """Open a pipdetect ONNX model and validate it before anything runs.
 
     ``threads`` sets onnxruntime's intra-op thread count (``None``: onnxruntime's
-    default, one per physical core). Raises :class:`FileNotFoundError` for a
+    default, one per physical core, or the pool of :func:`set_global_threads`).
+    Loading the same unchanged file with the same settings again returns the
+    same session (thread-safe to share), so several detectors of one model cost
+    one model's memory and threads. Raises :class:`FileNotFoundError` for a
     missing file and :class:`~pipdetect.errors.ModelFormatError` for anything
     that is not a valid pipdetect model.
     """
@@ -244,7 +283,24 @@ def load_model(
         )
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads,
+           tuple(providers or ()))
+    with _STATE_LOCK:
+        shared = _SHARED.get(key)
+        if shared is not None:
+            return shared
+        loaded = _open(ort, path, threads, providers)
+        _SHARED[key] = loaded
+        return loaded
+
+
+def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None) -> LoadedModel:
+    global _SESSIONS_CREATED
     options = _session_options(ort, threads)
+    if threads is None and _GLOBAL_THREADS is not None:
+        options.use_per_session_threads = False
+    _SESSIONS_CREATED = True
     try:
         session = ort.InferenceSession(
             str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
