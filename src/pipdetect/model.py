@@ -337,10 +337,10 @@ def _session_options(ort: Any, threads: int | None) -> Any:
       2 cores. Sequential execution, so inter-op threads are irrelevant (1).
     * Worker threads do not spin-wait between runs. On a whole photo the face
       detector (OpenCV's own threads) runs between network calls and spinning
-      workers compete with it: per photo 4 % faster without spinning on an idle
-      2-core machine and 9-16 % faster on a busy one; with boxes given spinning
-      wins by about 4 %. Not spinning also keeps an idle process idle (no CPU
-      burnt between video frames).
+      workers compete with it: per photo 4-9 % faster without spinning on an
+      idle 2-core machine and 9-16 % faster on a busy one; with boxes given
+      spinning wins by 4-5 %. Not spinning also keeps an idle process idle (no
+      CPU burnt between video frames).
     * Memory arena and memory patterns: onnxruntime's defaults (on); a process
       that loads ResNet-18 and processes a photo peaks at about 230 MB with them.
     """
