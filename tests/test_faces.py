@@ -8,9 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipdetect.errors import InvalidImageError, PipdetectError
-from pipdetect.faces import KEYPOINT_NAMES, Detections, FaceFinder
+from pipdetect.faces import _MODEL_FILE, KEYPOINT_NAMES, Detections, FaceFinder
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
@@ -198,3 +200,73 @@ def test_invalid_images_are_refused(finder: FaceFinder, image: object) -> None:
         finder.find(image)  # type: ignore[arg-type]
     assert isinstance(info.value, PipdetectError)
     assert "(H, W, 3)" in str(info.value)
+
+
+# --- Equivalence with cv2.FaceDetectorYN -------------------------------------------
+# FaceFinder runs YuNet through onnxruntime and decodes it in numpy; the crop policies
+# were fitted on OpenCV's FaceDetectorYN, so both must give the same faces.
+
+MODEL = Path(__file__).resolve().parents[1] / "src" / "pipdetect" / "assets" / _MODEL_FILE
+
+
+def _opencv_faces(image: np.ndarray, score_threshold: float = 0.6,
+                  nms_threshold: float = 0.3, top_k: int = 5000) -> np.ndarray:
+    """OpenCV's FaceDetectorYN on ``image`` at full resolution: (N, 15) rows."""
+    h, w = image.shape[:2]
+    det = cv2.FaceDetectorYN.create(str(MODEL), "", (w, h), score_threshold,
+                                    nms_threshold, top_k)
+    _, raw = det.detect(np.ascontiguousarray(image))
+    return np.zeros((0, 15)) if raw is None else np.asarray(raw, np.float64).reshape(-1, 15)
+
+
+def _assert_same_as_opencv(image: np.ndarray, **kwargs: float) -> int:
+    raw = _opencv_faces(image, **kwargs)
+    det = FaceFinder(max_side=None, **kwargs).find(image)
+    assert len(det) == len(raw)
+    if len(raw):
+        # FaceFinder's pixel-centre convention: OpenCV's edge coordinates minus 0.5.
+        boxes = np.concatenate([raw[:, 0:2], raw[:, 0:2] + raw[:, 2:4]], axis=1) - 0.5
+        np.testing.assert_allclose(det.boxes, boxes, atol=0.01)
+        np.testing.assert_allclose(det.keypoints, raw[:, 4:14].reshape(-1, 5, 2) - 0.5,
+                                   atol=0.01)
+        np.testing.assert_allclose(det.scores, raw[:, 14], atol=1e-4)
+    return len(raw)
+
+
+@pytest.mark.parametrize("variant", ["plain", "hflip", "vflip", "tiled", "odd_size",
+                                     "crop", "upscaled"])
+def test_same_faces_as_opencv(astronaut: np.ndarray, variant: str) -> None:
+    image = {
+        "plain": astronaut,
+        "hflip": astronaut[:, ::-1],
+        "vflip": astronaut[::-1],
+        "tiled": np.concatenate([np.concatenate([astronaut] * 2, axis=1)] * 2, axis=0),
+        "odd_size": cv2.resize(astronaut, (333, 517)),  # not multiples of 32: padding
+        "crop": astronaut[37:, 11:],
+        "upscaled": cv2.resize(astronaut, (1100, 1100), interpolation=cv2.INTER_CUBIC),
+    }[variant]
+    n = _assert_same_as_opencv(image)
+    assert n >= (0 if variant == "vflip" else 1)
+
+
+def test_same_faces_as_opencv_with_many_candidates(astronaut: np.ndarray) -> None:
+    # A low threshold and a loose NMS leave several overlapping candidates: exercises
+    # NMS order and top_k.
+    tiled = np.concatenate([astronaut, astronaut[:, ::-1]], axis=1)
+    assert _assert_same_as_opencv(tiled, score_threshold=0.05, nms_threshold=0.6) >= 2
+    assert _assert_same_as_opencv(tiled, score_threshold=0.05, nms_threshold=0.6,
+                                  top_k=1) == 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(width=st.integers(40, 700), height=st.integers(40, 700), seed=st.integers(0, 2**31))
+def test_same_faces_as_opencv_on_random_scenes(astronaut: np.ndarray, width: int, height: int,
+                                               seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    side = int(rng.integers(30, 1 + max(30, min(width, height))))
+    face = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA)
+    y, x = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    if side <= min(width, height):
+        scene[y:y + side, x:x + side] = face
+    _assert_same_as_opencv(scene, score_threshold=0.3)
