@@ -145,10 +145,13 @@ def test_every_preset_ships_a_fitted_policy(preset: str) -> None:
 # ----------------------------------------------------------------- with LFPW
 
 
+needs_lfpw = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"LFPW test data not found at {DATA} (shared data folder absent)"
+)
+
+
 @pytest.fixture(scope="module")
 def held_out() -> object:
-    if not DATA.is_dir():
-        pytest.skip(f"LFPW test data not found at {DATA} (shared data folder absent)")
     names = sorted(p.stem for p in DATA.glob("*.pts"))
     mask = fit.fit_split(names)
     subset = [names[i] for i in np.flatnonzero(~mask)][:SUBSET]
@@ -156,10 +159,12 @@ def held_out() -> object:
     return faces
 
 
+@needs_lfpw
 def test_yunet_finds_the_held_out_faces(held_out: object) -> None:
     assert len(held_out.names) >= 0.95 * SUBSET  # type: ignore[attr-defined]
 
 
+@needs_lfpw
 def test_shipped_300w_policy_matches_training_crops(held_out: object) -> None:
     faces = held_out
     pts = faces.landmarks  # type: ignore[attr-defined]
@@ -179,6 +184,7 @@ def test_shipped_300w_policy_matches_training_crops(held_out: object) -> None:
     assert preset_crop_policy(None).to_dict() == policy.to_dict()
 
 
+@needs_lfpw
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p != "300W"])
 def test_shipped_policies_match_their_targets(held_out: object, preset: str) -> None:
     faces = held_out
