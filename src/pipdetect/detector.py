@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .crop import CropPolicy, as_boxes, crops_to_image, warp_crops
 from .decode import PIPDecoder
-from .errors import InvalidBoxError, InvalidImageError, ModelOutputError, NoFaceError
+from .errors import InvalidBoxError, InvalidImageError, NoFaceError
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
 from .schemes import conversion_indices, scheme_for
@@ -141,7 +140,9 @@ class LandmarkDetector:
             raise ValueError(f"max_faces must be a positive integer or None, got {max_faces!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        path = _model_path(model)
+        from .zoo import resolve_model  # paths pass through; names are downloaded once
+
+        path = resolve_model(model)
         self._model: LoadedModel = load_model(path, threads=threads, providers=providers)
         # What pickling sends: the model's path and the settings, never the weights.
         self._settings: dict[str, Any] = {
@@ -467,14 +468,8 @@ class LandmarkDetector:
             p, s = self._decoder(*maps)
             points.append(p)
             scores.append(s)
-        pts = np.concatenate(points).astype(np.float64)
-        sc = np.concatenate(scores)
-        if not (np.all(np.isfinite(pts)) and np.all(np.isfinite(sc))):
-            raise ModelOutputError(
-                f"model {self.spec.name!r} produced NaN or infinite outputs; the model file "
-                "is broken (re-download or re-convert it)"
-            )
-        return pts, sc
+        # The decoder raises ModelOutputError rather than return non-finite values.
+        return np.concatenate(points), np.concatenate(scores)
 
     def _preprocess(self, crops: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 BGR -> (B, 3, h, w) float32 normalised in the model's order.
@@ -527,14 +522,3 @@ def _restore(settings: dict[str, Any]) -> LandmarkDetector:
     settings = dict(settings)
     return LandmarkDetector(settings.pop("model"), **settings)
 
-
-def _model_path(model: str | os.PathLike[str] | None) -> Path:
-    if model is not None:
-        path = Path(model)
-        if path.exists() or path.suffix.lower() == ".onnx":
-            if not path.is_file():
-                raise FileNotFoundError(f"model file not found: {path}")
-            return path
-    from .zoo import resolve_model
-
-    return resolve_model(model)

@@ -331,7 +331,7 @@ def _looks_like_path(value: str | os.PathLike[str]) -> bool:
     return (
         value.lower().endswith(".onnx")
         or any(s in value for s in seps)
-        or Path(value).expanduser().is_file()
+        or Path(value).expanduser().exists()
     )
 
 
@@ -345,7 +345,7 @@ def resolve_model(
 ) -> Path:
     """A local, verified model file for a zoo name or a path.
 
-    * A path (a :class:`os.PathLike`, a string naming an existing file, containing
+    * A path (a :class:`os.PathLike`, a string naming an existing file or folder, containing
       a path separator or ending in ``.onnx``) is returned as it is (``~`` expanded);
       whether it is a valid model is for :func:`pipdetect.model.load_model` to say.
     * ``None`` means :data:`DEFAULT_MODEL`.
