@@ -1,0 +1,615 @@
+"""Train a stand-in PIP-Net (ResNet-18, 68 points) on LFPW, then measure what int8 does to it.
+
+    nice -n 19 python benchmarks/train_proxy.py --epochs 100 --workdir /tmp/pipdetect-proxy
+
+Why: the int8 drift in ``benchmarks/README.md`` ("int8") was measured on random
+weights, whose score maps are almost flat, so the argmax flips between near-tied
+cells and the drift is meaningless. No official checkpoint is reachable here, so
+this script trains one from scratch, on the LFPW test photos that
+``bench.py`` does not use (sorted images ``[80:]``; ``[:40]`` calibrate the int8
+model and ``[40:80]`` measure the drift), and then runs the benchmark's own
+quantisation (``bench._quantize``) and drift measurement (``bench._drift``) on it.
+
+Training follows the PIP-Net reference (DESIGN.md sections 1-3): crops are the
+68-point landmark box enlarged 1.1 about its centre (the 300W convention),
+stretched to 256x256, RGB with ImageNet normalisation; the score map target is 1
+at the landmark's cell and 0 elsewhere (MSE, weight 10); x/y offsets of the
+landmark and of its 10 mean-face neighbours from that cell's top-left corner, in
+cell units, with L1 at the positive cell (weight 1). Random rotation, scale,
+shift, horizontal flip (with the 68-point flip map) and colour jitter.
+
+Coordinates follow pipdetect (``pipdetect.crop``): 0-based pixel-centre image
+coordinates (the LFPW ``.pts`` files here are converted to that), a normalised
+crop coordinate ``u`` is ``x1 + u * (x2 - x1)`` image pixels, and the crop is
+sampled exactly like :func:`pipdetect.crop.warp_crops`.
+
+Everything derived from the data (the checkpoint, the ONNX models, the results)
+goes to ``--workdir`` (default: a new temporary folder), never into the
+repository: 300-W data is for research use only. Dev-only: needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LFPW = ROOT.parent / "shared" / "data" / "lfpw_test"
+BENCH_PHOTOS = 80
+"""bench.py uses sorted images [:40] (int8 calibration) and [40:80] (drift)."""
+INPUT = 256
+STRIDE = 32
+NUM_LMS = 68
+NUM_NB = 10
+CROP_ENLARGE = 1.1
+CLS_WEIGHT = 10.0
+REG_WEIGHT = 1.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTEROCULAR = (36, 45)
+"""300W inter-ocular normalisation: outer corners of the two eyes."""
+
+
+def _mirror(pairs: list[tuple[int, int]]) -> tuple[int, ...]:
+    table = list(range(NUM_LMS))
+    for a, b in pairs:
+        table[a], table[b] = b, a
+    return tuple(table)
+
+
+FLIP_68 = _mirror(
+    [(i, 16 - i) for i in range(8)]  # jaw 0-16, chin 8 stays
+    + [(17 + i, 26 - i) for i in range(5)]  # brows 17-21 <-> 26-22
+    # nose bridge 27-30 stays; nose base 31-35, 33 stays
+    + [(31, 35), (32, 34)]
+    # eyes, both listed clockwise from the outer corner
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    # outer lips 48-59 (51 and 57 stay), inner lips 60-67 (62 and 66 stay)
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]
+    + [(60, 64), (61, 63), (65, 67)]
+)
+"""300W 68-point index of each landmark's mirror image partner (subject's left <-> right).
+
+After flipping an image left-right, landmark ``i`` of the flipped face is landmark
+``FLIP_68[i]`` of the original. pipdetect has no flip map, so it is defined here
+(checked against the 300W mean face in ``tests/test_train_proxy.py``).
+"""
+
+
+# ----------------------------------------------------------------------------- data
+def read_pts(path: Path) -> np.ndarray:
+    """Landmarks (68, 2) float64 of a 300-W ``.pts`` file (image pixels, as stored)."""
+    text = path.read_text()
+    body = text[text.index("{") + 1 : text.index("}")]
+    points = np.array(body.split(), dtype=np.float64).reshape(-1, 2)
+    if points.shape != (NUM_LMS, 2):
+        raise ValueError(f"{path}: expected {NUM_LMS} points, got {len(points)}")
+    return points
+
+
+def lfpw_images(data: Path) -> list[Path]:
+    """All LFPW photos in bench.py's order (sorted ``*.jpg`` then sorted ``*.png``)."""
+    return sorted(data.glob("*.jpg")) + sorted(data.glob("*.png"))
+
+
+def training_photos(data: Path) -> list[Path]:
+    """The photos bench.py never uses (it takes the first 80 for calibration and drift)."""
+    return lfpw_images(data)[BENCH_PHOTOS:]
+
+
+def landmark_crop(points: np.ndarray, enlarge: float = CROP_ENLARGE) -> np.ndarray:
+    """The 300W training crop (x1, y1, x2, y2): landmark bounding box enlarged about its centre."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    centre, half = (lo + hi) / 2, (hi - lo) * enlarge / 2
+    return np.concatenate([centre - half, centre + half])
+
+
+@dataclass
+class Sample:
+    """One annotated face, kept as a region around it (to save memory and warp time)."""
+
+    image: np.ndarray
+    """BGR uint8 region of the photo around the face."""
+    points: np.ndarray
+    """(68, 2) landmarks in the region's pixel coordinates."""
+    name: str
+
+
+def load_samples(paths: list[Path]) -> list[Sample]:
+    """Read photos and their ``.pts`` landmarks; keep twice the landmark box around each face.
+
+    Twice the box covers the largest augmented crop (1.1 / 0.9 zoom out, 20 degree
+    rotation, 5 % shift); what lies outside the photo stays black, as at run time.
+    """
+    import cv2
+
+    out = []
+    for path in paths:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise FileNotFoundError(f"cannot read {path}")
+        points = read_pts(path.with_suffix(".pts"))
+        x1, y1, x2, y2 = landmark_crop(points, 2.0)
+        h, w = image.shape[:2]
+        left, top = max(0, math.floor(x1)), max(0, math.floor(y1))
+        right, bottom = min(w, math.ceil(x2) + 1), min(h, math.ceil(y2) + 1)
+        region = np.ascontiguousarray(image[top:bottom, left:right])
+        out.append(Sample(region, points - [left, top], path.stem))
+    return out
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Ranges of the random augmentation (all zero / off: the plain training crop)."""
+
+    rotate_deg: float = 20.0
+    zoom: float = 0.1
+    """Face scale in the crop uniform in [1 - zoom, 1 + zoom]."""
+    shift: float = 0.05
+    """Crop shift, uniform in +-shift of the crop's width and height."""
+    flip: bool = True
+    colour: float = 0.2
+    """Per-channel gain in [1 - colour, 1 + colour], offset in +-colour * 100 grey levels."""
+
+
+NO_AUGMENT = Augment(0.0, 0.0, 0.0, False, 0.0)
+
+
+def make_example(sample: Sample, rng: np.random.Generator, aug: Augment,
+                 size: int = INPUT) -> tuple[np.ndarray, np.ndarray]:
+    """One training crop: (size, size, 3) BGR uint8 and its landmarks (68, 2) normalised.
+
+    The augmentation is a similarity transform ``G`` of the photo about the crop's
+    centre (flip, rotation, zoom, shift); the crop is the 1.1 landmark box of the
+    untransformed face, taken in the transformed photo. A landmark at ``p`` then has
+    normalised crop coordinates ``(G p - (x1, y1)) / (w, h)``, and output pixel ``d``
+    samples the transformed photo at ``x1 + (d + 0.5) * w / size - 0.5`` (like
+    :func:`pipdetect.crop.warp_crops`).
+    """
+    import cv2
+
+    x1, y1, x2, y2 = landmark_crop(sample.points)
+    w, h = x2 - x1, y2 - y1
+    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    flip = bool(aug.flip and rng.random() < 0.5)
+    angle = math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
+    zoom = rng.uniform(1 - aug.zoom, 1 + aug.zoom)
+    shift = rng.uniform(-aug.shift, aug.shift, 2) * [w, h]
+    rot = zoom * np.array([[math.cos(angle), -math.sin(angle)],
+                           [math.sin(angle), math.cos(angle)]])
+    if flip:
+        rot = rot @ np.diag([-1.0, 1.0])
+    g = np.eye(3)
+    g[:2, :2] = rot
+    g[:2, 2] = centre + shift - rot @ centre
+    points = sample.points @ g[:2, :2].T + g[:2, 2]
+    if flip:
+        points = points[list(FLIP_68)]
+    norm = (points - [x1, y1]) / [w, h]
+    k = np.array([[w / size, 0.0, x1 + 0.5 * w / size - 0.5],
+                  [0.0, h / size, y1 + 0.5 * h / size - 0.5],
+                  [0.0, 0.0, 1.0]])
+    inverse = np.linalg.inv(g) @ k  # output pixel -> region pixel
+    crop = cv2.warpAffine(sample.image, inverse[:2], (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    if aug.colour > 0:
+        gain = rng.uniform(1 - aug.colour, 1 + aug.colour, 3)
+        offset = rng.uniform(-aug.colour, aug.colour) * 100
+        crop = np.clip(crop * gain + offset, 0, 255).astype(np.uint8)
+    return crop, norm
+
+
+def neighbours_300w(num_nb: int = NUM_NB) -> np.ndarray:
+    """(68, num_nb) neighbour lists of the 300W mean face, by pipdetect's decoder's own rule."""
+    from pipdetect import PIPDecoder
+    from pipdetect.presets import load_meanface
+
+    return np.asarray(PIPDecoder(load_meanface("300W"), num_nb=num_nb).neighbours)
+
+
+def make_targets(norm: np.ndarray, neighbours: np.ndarray,
+                 map_size: tuple[int, int] = (INPUT // STRIDE, INPUT // STRIDE)
+                 ) -> dict[str, np.ndarray]:
+    """PIP-Net targets for landmarks (L, 2) normalised to the crop.
+
+    ``cell``: flat index ``row * W + col`` of each landmark's cell (clipped to the
+    map, as in the reference, so a landmark outside the crop is regressed from the
+    border cell with an offset outside [0, 1]); ``cls``: (L, H, W) one-hot maps;
+    ``x``, ``y``: (L,) offsets from the cell's top-left corner in cell units;
+    ``nb_x``, ``nb_y``: (L * K,) offsets of neighbour ``k`` of landmark ``i`` (index
+    ``i * K + k``) from landmark ``i``'s cell.
+    """
+    mh, mw = map_size
+    gx, gy = norm[:, 0] * mw, norm[:, 1] * mh
+    col = np.clip(np.floor(gx), 0, mw - 1).astype(np.int64)
+    row = np.clip(np.floor(gy), 0, mh - 1).astype(np.int64)
+    num_lms = neighbours.shape[0]
+    cls = np.zeros((num_lms, mh, mw), np.float32)
+    cls[np.arange(num_lms), row, col] = 1.0
+    return {
+        "cell": row * mw + col,
+        "cls": cls,
+        "x": (gx - col).astype(np.float32),
+        "y": (gy - row).astype(np.float32),
+        "nb_x": (gx[neighbours] - col[:, None]).reshape(-1).astype(np.float32),
+        "nb_y": (gy[neighbours] - row[:, None]).reshape(-1).astype(np.float32),
+    }
+
+
+def to_input(crops: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) BGR uint8 -> (N, 3, H, W) float32, RGB, ImageNet-normalised."""
+    x = crops[..., ::-1].astype(np.float32) / np.float32(255)
+    x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------- training
+def build_net(seed: int) -> Any:
+    """ResNet-18 PIP-Net (benchmarks/pipnet_torch.py) initialised for training from scratch.
+
+    Convolutions He-normal (fan out), the last BatchNorm of every residual branch
+    zero (each block starts as the identity), heads normal(0, 0.001) with zero bias
+    like the reference's heads.
+    """
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(HERE))
+    from pipnet_torch import PIPNet
+
+    torch.manual_seed(seed)
+    net = PIPNet("resnet18", NUM_LMS, NUM_NB)
+    heads = {"cls_layer", "x_layer", "y_layer", "nb_x_layer", "nb_y_layer"}
+    with torch.no_grad():
+        for name, module in net.named_modules():
+            if isinstance(module, nn.Conv2d):
+                if name in heads:
+                    nn.init.normal_(module.weight, std=0.001)
+                    nn.init.zeros_(module.bias)
+                else:
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.zeros_(module.bias)
+                if name.endswith(".bn2"):
+                    nn.init.zeros_(module.weight)
+                else:
+                    nn.init.ones_(module.weight)
+    return net
+
+
+def pip_loss(outputs: tuple[Any, ...], targets: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    """Reference loss: 10 * MSE(score maps) + L1 of the four offset maps at the positive cell."""
+    import torch.nn.functional as F
+
+    cls, x, y, nb_x, nb_y = outputs
+    b, num_lms = cls.shape[:2]
+    num_nb = nb_x.shape[1] // num_lms
+    cell = targets["cell"][:, :, None]  # (B, L, 1)
+    cell_nb = cell.repeat_interleave(num_nb, dim=1)  # (B, L*K, 1)
+
+    def at(maps: Any, index: Any) -> Any:
+        return maps.reshape(b, maps.shape[1], -1).gather(2, index)[..., 0]
+
+    parts = {
+        "cls": F.mse_loss(cls, targets["cls"]),
+        "x": F.l1_loss(at(x, cell), targets["x"]),
+        "y": F.l1_loss(at(y, cell), targets["y"]),
+        "nb_x": F.l1_loss(at(nb_x, cell_nb), targets["nb_x"]),
+        "nb_y": F.l1_loss(at(nb_y, cell_nb), targets["nb_y"]),
+    }
+    total = CLS_WEIGHT * parts["cls"] + REG_WEIGHT * (
+        parts["x"] + parts["y"] + parts["nb_x"] + parts["nb_y"])
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def batch_tensors(samples: list[Sample], rng: np.random.Generator, aug: Augment,
+                  neighbours: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """Augmented crops of ``samples`` as an input tensor and stacked target tensors."""
+    import torch
+
+    crops, targets = [], []
+    for sample in samples:
+        crop, norm = make_example(sample, rng, aug)
+        crops.append(crop)
+        targets.append(make_targets(norm, neighbours))
+    stacked = {k: torch.from_numpy(np.stack([t[k] for t in targets])) for k in targets[0]}
+    return torch.from_numpy(to_input(np.stack(crops))), stacked
+
+
+def train(samples: list[Sample], *, epochs: int, batch_size: int, lr: float,
+          weight_decay: float, seed: int, aug: Augment, max_steps: int | None = None,
+          max_minutes: float | None = None) -> tuple[Any, list[dict[str, float]]]:
+    """Train from scratch with AdamW and a cosine learning rate (1-epoch warm-up).
+
+    Returns the network in eval mode and one log row per epoch. ``max_steps`` stops
+    after that many optimiser steps in total (smoke tests). ``max_minutes`` is a
+    wall-clock budget for a shared machine: the cosine then follows whichever is
+    further along, the steps or the clock, and training ends at the end of the epoch
+    where it reaches zero (so a slowed-down run still ends annealed, with fewer epochs).
+    """
+    import torch
+
+    net = build_net(seed)
+    net.train()
+    rng = np.random.default_rng(seed)
+    neighbours = neighbours_300w()
+    steps_per_epoch = max(1, len(samples) // batch_size)  # drop the ragged last batch
+    total = epochs * steps_per_epoch
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def progress(step: int) -> float:
+        done = step / total
+        if max_minutes is not None:
+            done = max(done, (time.perf_counter() - start) / (60 * max_minutes))
+        return min(done, 1.0)
+
+    def schedule(step: int) -> float:
+        if step < steps_per_epoch:
+            return (step + 1) / steps_per_epoch
+        return 0.5 * (1 + math.cos(math.pi * progress(step)))
+
+    start = time.perf_counter()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(epochs):
+        order = rng.permutation(len(samples))
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for s in range(steps_per_epoch):
+            batch = [samples[i] for i in order[s * batch_size:(s + 1) * batch_size]]
+            inputs, targets = batch_tensors(batch, rng, aug, neighbours)
+            loss, parts = pip_loss(net(inputs), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if max_steps is not None and step >= max_steps:
+                break
+        n = s + 1
+        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
+               "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(row)
+        _log(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} (cls {row['cls']:.5f}, "
+             f"x {row['x']:.3f}, nb_x {row['nb_x']:.3f}), {row['seconds']:.1f} s")
+        if max_steps is not None and step >= max_steps:
+            break
+        if max_minutes is not None and progress(step) >= 1.0:
+            _log(f"stopping after {epoch + 1} epochs: the {max_minutes} min budget is used up")
+            break
+    return net.eval(), history
+
+
+def save_checkpoint(net: Any, path: Path) -> None:
+    """``torch.save`` the state_dict: the authors' key layout, what ``pipdetect convert`` reads."""
+    import torch
+
+    torch.save(net.state_dict(), path)
+
+
+def convert(pth: Path, onnx_path: Path) -> Any:
+    """Convert with pipdetect.convert as an official 300W ResNet-18 checkpoint would be."""
+    from pipdetect.convert import convert_checkpoint
+
+    return convert_checkpoint(pth, onnx_path, backbone="resnet18", dataset="300W")
+
+
+# ----------------------------------------------------------------------------- evaluation
+def nme_ground_truth_crops(onnx_path: Path, samples: list[Sample]) -> float:
+    """Mean inter-ocular NME (%) with the 300W training crops built from the true landmarks."""
+    from pipdetect import PIPDecoder
+    from pipdetect.model import load_model
+
+    model = load_model(onnx_path, threads=1)
+    spec = model.spec
+    decode = PIPDecoder(spec.meanface, num_nb=spec.num_nb)
+    rng = np.random.default_rng(0)
+    errors = []
+    for sample in samples:
+        crop, norm = make_example(sample, rng, NO_AUGMENT, spec.input_size[0])
+        maps = model.session.run(None, {"image": to_input(crop[None])})
+        pred = np.asarray(decode(*maps)[0])[0]
+        x1, y1, x2, y2 = landmark_crop(sample.points)
+        scale = np.array([x2 - x1, y2 - y1])
+        errors.append(_nme(pred * scale, norm * scale))
+    return float(np.mean(errors))
+
+
+def nme_detector(det: Any, paths: list[Path]) -> dict[str, Any]:
+    """Inter-ocular NME (%) with the detector's own face boxes and crops (``det.detect``).
+
+    Per photo, the detected face whose crop centre is nearest the annotated
+    landmarks' centroid is scored; photos where no face is found are counted as misses.
+    """
+    import cv2
+
+    errors, misses = [], 0
+    for path in paths:
+        truth = read_pts(path.with_suffix(".pts"))
+        faces = det.detect(cv2.imread(str(path)))
+        if not faces:
+            misses += 1
+            continue
+        centre = truth.mean(axis=0)
+        face = min(faces, key=lambda f: float(np.hypot((f.crop[0] + f.crop[2]) / 2 - centre[0],
+                                                       (f.crop[1] + f.crop[3]) / 2 - centre[1])))
+        errors.append(_nme(np.asarray(face.landmarks, np.float64), truth))
+    e = np.array(errors)
+    return {"photos": len(paths), "faces_scored": len(e), "missed": misses,
+            "nme_mean_pct": round(float(e.mean()), 2) if e.size else None,
+            "nme_median_pct": round(float(np.median(e)), 2) if e.size else None,
+            "failure_rate_10pct": round(float(np.mean(e > 10)) * 100, 1) if e.size else None}
+
+
+def _nme(pred: np.ndarray, truth: np.ndarray) -> float:
+    interocular = np.linalg.norm(truth[INTEROCULAR[0]] - truth[INTEROCULAR[1]])
+    return float(np.mean(np.linalg.norm(pred - truth, axis=1)) / interocular * 100)
+
+
+def peak_scores(det: Any, session: Any, images: list[np.ndarray]) -> dict[str, float]:
+    """Median best-cell score and median top-2 gap of the fp32 score maps on ``images``."""
+    from pipdetect.crop import warp_crops
+
+    spec = det.spec
+    tops = []
+    for image in images:
+        faces = det.detect(image)
+        if not faces:
+            continue
+        crops = np.array([f.crop for f in faces])
+        x = to_input(warp_crops(image, crops, spec.input_size))
+        cls = session.run(None, {"image": x})[0]
+        tops.append(np.sort(cls.reshape(*cls.shape[:2], -1), axis=2)[:, :, -2:].reshape(-1, 2))
+    t = np.concatenate(tops)
+    return {"peak_median": round(float(np.median(t[:, 1])), 3),
+            "second_median": round(float(np.median(t[:, 0])), 3)}
+
+
+def evaluate(onnx_path: Path, workdir: Path, data: Path, train_samples: list[Sample]
+             ) -> dict[str, Any]:
+    """fp32 accuracy, int8 quantisation and drift, all with bench.py's own functions."""
+    import logging
+
+    sys.path.insert(0, str(HERE))
+    import bench
+
+    from pipdetect import LandmarkDetector
+    from pipdetect.model import load_model
+
+    if data.resolve() != bench.LFPW.resolve():
+        raise SystemExit(f"bench.py reads its photos from {bench.LFPW}; --data must be that "
+                         "folder for the drift to be measured on the same photos")
+    calib, drift_images, note = bench.calibration_and_drift_photos(quick=False)
+    drift_paths = lfpw_images(data)[40:BENCH_PHOTOS]
+    det = LandmarkDetector(onnx_path, threads=1)
+    session = load_model(onnx_path, threads=1).session
+    _log("fp32 NME on the held-out drift photos (detector crops)")
+    result: dict[str, Any] = {
+        "nme_detector_drift_photos": nme_detector(det, drift_paths),
+        "nme_gt_crops_drift_photos_pct": round(
+            nme_ground_truth_crops(onnx_path, load_samples(drift_paths)), 2),
+        "nme_gt_crops_training_photos_pct": round(
+            nme_ground_truth_crops(onnx_path, train_samples), 2),
+        "fp32_scores": peak_scores(det, session, drift_images),
+    }
+    _log(f"  {result['nme_detector_drift_photos']}")
+    _log("quantising (bench._quantize) and measuring the drift (bench._drift)")
+    int8_path = bench._quantize(onnx_path, calib, workdir)
+    logging.getLogger().setLevel(logging.WARNING)
+    session8 = load_model(int8_path, threads=1).session
+    result["int8_drift"] = bench._drift(det, session, session8, drift_images)
+    result["photos"] = note
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The README tables of one run."""
+    nme = result["nme_detector_drift_photos"]
+    d = result["int8_drift"]
+    s = result["fp32_scores"]
+    return "\n".join([
+        "| fp32 NME, detector crops (mean / median) | fp32 NME, true-landmark crops: "
+        "drift photos / training photos | faces scored (missed) | fp32 best-cell score "
+        "(median) | second-best (median) |",
+        "|---|---|---|---|---|",
+        f"| {nme['nme_mean_pct']} % / {nme['nme_median_pct']} % | "
+        f"{result['nme_gt_crops_drift_photos_pct']} % / "
+        f"{result['nme_gt_crops_training_photos_pct']} % | {nme['faces_scored']} "
+        f"({nme['missed']}) | {s['peak_median']} | {s['second_median']} |",
+        "",
+        "| model | faces | landmarks: median / p95 / max px | cells flipped | offsets, same "
+        "cell: median / p95 / max px | score error p99 | fp32 top-2 score gap |",
+        "|---|---|---|---|---|---|---|",
+        f"| trained r18-300w stand-in | {d['faces']} | {d['median_px']} / {d['p95_px']} / "
+        f"{d['max_px']} | {d['cell_flips_pct']} % | {d['offset_median_px']} / "
+        f"{d['offset_p95_px']} / {d['offset_max_px']} | {d['score_error_p99']} | "
+        f"{d['fp32_top2_gap_median']} |",
+    ])
+
+
+# ----------------------------------------------------------------------------- main
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=LFPW, help="LFPW test folder (read in place)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the checkpoint, models and results go (default: a new "
+                             "temporary folder; never inside the repository)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--max-photos", type=int, default=None,
+                        help="train on the first N training photos only (smoke tests)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop after N optimiser steps (smoke tests)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock training budget: the learning rate decays with "
+                             "whichever is further along, epochs or clock (see train())")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="only train and save the checkpoint (no conversion, int8, drift)")
+    args = parser.parse_args(argv)
+
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pipdetect-proxy-"))).resolve()
+    if workdir == ROOT or ROOT in workdir.parents:
+        raise SystemExit(f"--workdir {workdir} is inside the repository: weights trained on "
+                         "300-W photos must stay outside it")
+    workdir.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    paths = training_photos(args.data)[: args.max_photos]
+    if not paths:
+        raise SystemExit(f"no training photos in {args.data} (need more than {BENCH_PHOTOS})")
+    _log(f"training on {len(paths)} LFPW photos ({paths[0].name} ... {paths[-1].name}); "
+         f"workdir {workdir}")
+    samples = load_samples(paths)
+    start = time.perf_counter()
+    net, history = train(samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, aug=Augment(),
+                         max_steps=args.max_steps, max_minutes=args.max_minutes)
+    train_minutes = (time.perf_counter() - start) / 60
+    pth = workdir / "proxy-r18-300w.pth"
+    save_checkpoint(net, pth)
+    report: dict[str, Any] = {
+        "command": "python benchmarks/train_proxy.py " + " ".join(sys.argv[1:] if argv is None
+                                                                  else argv),
+        "training_photos": len(paths), "epochs_run": len(history),
+        "train_minutes": round(train_minutes, 1), "history": history,
+        "checkpoint": str(pth),
+    }
+    _log(f"saved {pth} after {train_minutes:.1f} min")
+    if not args.no_eval:
+        onnx_path = workdir / "proxy-r18-300w.onnx"
+        convert(pth, onnx_path)
+        report.update(evaluate(onnx_path, workdir, args.data, samples))
+        table = markdown(report)
+        report["markdown"] = table
+        print(table)
+    (workdir / "train_proxy.json").write_text(json.dumps(report, indent=1, default=str))
+    _log(f"wrote {workdir / 'train_proxy.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
