@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from onnx import load as onnx_load
 
 from pipdetect.cli import main as pipdetect_main
 from pipdetect.convert import convert_checkpoint
@@ -221,6 +222,32 @@ def test_source_date_epoch_makes_output_reproducible(r18_68: tuple[Path, dict[st
     convert_checkpoint(ckpt, b, backbone="resnet18", dataset="300W", input_size=64)
     assert a.read_bytes() == b.read_bytes()
     assert load_model(a).spec.provenance["converted_at"] == "2023-11-14T22:13:20Z"
+
+
+@pytest.mark.torch
+def test_winograd_form_by_default_and_direct_on_request(r18_68: tuple[Path, dict[str, Any]],
+                                                        tmp_path: Path) -> None:
+    """Default: ResNet-18's 3x3 convolutions on maps of <= 32x32 px in Winograd form
+    (pipdetect.convert.winograd); ``winograd=False`` / ``--direct-conv``: all direct.
+    Both compute the same maps (to the parity tolerance) and decode alike."""
+    ckpt, _ = r18_68
+    wino, direct = tmp_path / "wino.onnx", tmp_path / "direct.onnx"
+    spec = convert_checkpoint(ckpt, wino, backbone="resnet18", dataset="300W")
+    assert convert_main([str(ckpt), "--backbone", "resnet18", "--dataset", "300W",
+                         "-o", str(direct), "--direct-conv"]) == 0
+    # 256 px input: stages 2-3 (32x32, 16x16) F(4x4), stage 4 (8x8, 512 ch) F(2x2);
+    # stage 1 (64x64) and the three stride-2 convolutions stay direct.
+    assert spec.provenance["convolutions"] == {
+        "winograd": {"F(4x4,3x3)": 6, "F(2x2,3x3)": 3, "direct 3x3": 7}}
+    assert load_model(wino).spec.provenance["convolutions"] == spec.provenance["convolutions"]
+    assert load_model(direct).spec.provenance["convolutions"] == "direct"
+    ops_w = [n.op_type for n in onnx_load(wino).graph.node]
+    ops_d = [n.op_type for n in onnx_load(direct).graph.node]
+    assert ops_w.count("DepthToSpace") == 9 and "MatMul" not in ops_d
+    x = np.random.default_rng(5).normal(0, 1, (2, 3, 256, 256)).astype(np.float32)
+    got, expected = load_model(wino).run(x), load_model(direct).run(x)
+    _assert_maps_close(got, expected)
+    _assert_landmarks_close(spec, got, expected)
 
 
 # --- checkpoints that do not match ---------------------------------------------------------------

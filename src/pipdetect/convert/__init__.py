@@ -13,6 +13,7 @@ with ``pip install 'pipdetect[convert]'``. Command line: ``pipdetect convert``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -169,6 +170,7 @@ def convert_checkpoint(
     stride: int = 32,
     input_size: int | tuple[int, int] = 256,
     crop_policy: str | dict[str, Any] | CropPolicy | None = None,
+    winograd: bool = True,
 ) -> ModelSpec:
     """Convert a PIP-Net ``state_dict`` checkpoint into a pipdetect ONNX model.
 
@@ -289,6 +291,7 @@ def convert_checkpoint(
             "pipdetect_version": _pipdetect_version(),
             "converted_at": _now(),
             "batchnorm_folded": True,
+            "convolutions": "direct",
             "onnx_opset": OPSET,
             "reference": REFERENCE_URL,
         },
@@ -296,6 +299,15 @@ def convert_checkpoint(
     doc = (f"PIP-Net {backbone}, stride {stride}, {L} landmarks, num_nb {K}; converted by "
            f"pipdetect from {src.name}. Licence: {spec.license}")
     model = build_graph(arch, state, size, spec.to_metadata(), doc=doc)
+    if winograd:
+        from .winograd import to_winograd
+
+        model, counts = to_winograd(model)
+        if counts["F(4x4,3x3)"] or counts["F(2x2,3x3)"]:
+            spec = dataclasses.replace(spec, provenance={
+                **spec.provenance, "convolutions": {"winograd": counts}})
+            del model.metadata_props[:]
+            onnx.helper.set_model_props(model, spec.to_metadata())
     _write_atomically(onnx, model, out)
     return spec
 

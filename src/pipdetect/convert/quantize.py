@@ -178,12 +178,17 @@ def quantize_model(
         raise ValueError(f"{src} is already quantised; quantise the fp32 model instead")
     batch = calibration_batch(src, calibration, max_faces=max_faces)
 
-    graph = onnx.load(str(src)).graph
-    heads = [n.name for n in graph.node if set(n.output) & set(OUTPUT_NAMES)]
+    from .winograd import to_direct
+
+    # int8 works on direct convolutions: undo a Winograd form (exact to float32 rounding).
+    direct = to_direct(onnx.load(str(src)))
+    heads = [n.name for n in direct.graph.node if set(n.output) & set(OUTPUT_NAMES)]
     with tempfile.TemporaryDirectory(prefix="pipdetect-quant-") as tmp:
+        source = Path(tmp) / "direct.onnx"
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        onnx.save_model(direct, str(source))
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(quantized),
@@ -203,6 +208,7 @@ def quantize_model(
         name=f"{spec.name}-int8",
         provenance={
             **spec.provenance,
+            "convolutions": "direct",
             "quantization": _record(batch, keep_heads_fp32, reduce_range),
         },
     )
