@@ -147,3 +147,47 @@ def dots_face(crop: tuple[float, float, float, float]) -> np.ndarray:
     return np.stack(
         [x1 + DOT_MEANFACE[:, 0] * (x2 - x1), y1 + DOT_MEANFACE[:, 1] * (y2 - y1)], axis=1
     )
+
+
+CANVAS = (480, 640)
+"""Frame size (height, width) of :func:`render`."""
+DOT_RADIUS = 4.0
+"""Dot radius in photo pixels (scaled with the photo)."""
+
+
+def render(base: tuple[np.ndarray, np.ndarray], scale: float, ox: float, oy: float, *,
+           dots: bool = True, noise: np.ndarray | None = None,
+           canvas: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One frame: ``base = (photo, true dot positions on it)``, the photo scaled by
+    ``scale`` and moved by ``(ox, oy)`` pixels on a grey :data:`CANVAS` (or on
+    ``canvas``), the dots drawn where they now are (plus ``noise``, (L, 2) px).
+    Returns ``(frame, truth)`` with ``truth`` the (L, 2) dot centres in the frame."""
+    photo, truth0 = base
+    m = np.array([[scale, 0.0, ox], [0.0, scale, oy]])
+    frame = np.full((*CANVAS, 3), 90, np.uint8) if canvas is None else canvas
+    cv2.warpAffine(photo, m, (frame.shape[1], frame.shape[0]), dst=frame,
+                   borderMode=cv2.BORDER_TRANSPARENT)
+    truth = truth0 * scale + [ox, oy]
+    if noise is not None:
+        truth = truth + noise
+    if dots:
+        draw_dots(frame, truth, DOT_RADIUS * scale)
+    return frame, truth
+
+
+def write_clip(writer, base: tuple[np.ndarray, np.ndarray], frames: int,
+               scale: tuple[float, float], shift: tuple[float, float, float, float],
+               ) -> list[np.ndarray]:
+    """Write ``frames`` frames of :func:`render` to an open video ``writer`` (anything
+    with ``write(frame)`` and ``release()``), frame ``t`` at scale ``scale[0] + scale[1] t``
+    moved by ``(shift[0] + shift[1] t, shift[2] + shift[3] t)``; releases the writer and
+    returns each frame's truth."""
+    truths = []
+    for t in range(frames):
+        frame, truth = render(base, scale[0] + scale[1] * t, shift[0] + shift[1] * t,
+                              shift[2] + shift[3] * t)
+        writer.write(frame)
+        truths.append(truth)
+    writer.release()
+    return truths
+

@@ -17,13 +17,12 @@ import pytest
 
 from conftest import ROOT
 from modelfactory import known_answer_model, make_spec
-from modelfactory_dots import dots_face, dots_model
+from modelfactory_dots import dots_face, dots_model, write_clip
 from pipdetect import LandmarkDetector
 from pipdetect.cli import build_parser, main
 from pipdetect.crop import preset_crop_policy
 from pipdetect.results import FORMAT
 from pipdetect.schemes import WFLW98_TO_300W68
-from test_track import render
 
 FACE_KEYS = {"box", "crop", "score", "landmarks", "scores"}
 
@@ -277,12 +276,7 @@ def video(tmp_path_factory, astronaut) -> tuple[Path, Path, list[np.ndarray]]:
     path = folder / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (640, 480))
     assert writer.isOpened()
-    truths = []
-    for t in range(20):
-        frame, truth = render(base, 0.8 + 0.015 * t, 30 + 8.0 * t, 15 + 4.0 * t)
-        writer.write(frame)
-        truths.append(truth)
-    writer.release()
+    truths = write_clip(writer, base, 20, (0.8, 0.015), (30, 8.0, 15, 4.0))
     return path, model, truths
 
 

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelfactory import known_answer_model
-from modelfactory_dots import DOT_MEANFACE, dots_face, dots_model, draw_dots
+from modelfactory_dots import CANVAS, DOT_MEANFACE, dots_face, dots_model, render
 from pipdetect import LandmarkDetector
 from pipdetect.faces import FaceFinder
 from pipdetect.track import FrameFaces, OneEuroFilter, Tracker
-
-CANVAS = (480, 640)  # height, width
-RADIUS = 4.0  # dot radius in astronaut pixels
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +32,6 @@ def base(dots_det, astronaut) -> tuple[np.ndarray, np.ndarray]:
     """The astronaut photo and the true dot positions on it (in the detected face's crop)."""
     crop = dots_det.detect(astronaut)[0].crop
     return astronaut, dots_face(crop)
-
-
-def render(base, scale: float, ox: float, oy: float, *, dots: bool = True, noise=None,
-           canvas=None) -> tuple[np.ndarray, np.ndarray]:
-    """The photo scaled by ``scale`` and moved by (ox, oy) on a canvas; returns frame, truth."""
-    photo, truth0 = base
-    m = np.array([[scale, 0.0, ox], [0.0, scale, oy]])
-    frame = np.full((*CANVAS, 3), 90, np.uint8) if canvas is None else canvas
-    cv2.warpAffine(photo, m, (frame.shape[1], frame.shape[0]), dst=frame,
-                   borderMode=cv2.BORDER_TRANSPARENT)
-    truth = truth0 * scale + [ox, oy]
-    if noise is not None:
-        truth = truth + noise
-    if dots:
-        draw_dots(frame, truth, RADIUS * scale)
-    return frame, truth
 
 
 @pytest.fixture

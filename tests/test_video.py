@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelfactory_dots import dots_face, dots_model
+from modelfactory_dots import dots_face, dots_model, write_clip
 from pipdetect import LandmarkDetector
 from pipdetect.errors import InvalidImageError, VideoError
 from pipdetect.video import VideoInfo, is_video_path, open_frames, open_writer
-from test_track import render
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +20,8 @@ def clip(tmp_path_factory, astronaut) -> tuple[Path, list[np.ndarray], LandmarkD
     det = LandmarkDetector(dots_model(folder / "dots.onnx"))
     base = (astronaut, dots_face(det.detect(astronaut)[0].crop))
     path = folder / "clip.mp4"
-    writer = open_writer(path, 12.5, (640, 480))
-    truths = []
-    for t in range(12):
-        frame, truth = render(base, 0.8 + 0.02 * t, 40 + 9.0 * t, 20 + 3.0 * t)
-        writer.write(frame)
-        truths.append(truth)
-    writer.release()
+    truths = write_clip(open_writer(path, 12.5, (640, 480)), base, 12, (0.8, 0.02),
+                        (40, 9.0, 20, 3.0))
     return path, truths, det
 
 
