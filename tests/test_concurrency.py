@@ -172,3 +172,37 @@ def test_global_thread_pool_bounds_threads_across_different_models(tmp_path):
     assert int(pooled[0]) < per_session
     assert int(pooled[0]) <= 2
     assert pooled[1] == "late call refused"
+
+
+_FACES_SCRIPT = r"""
+import sys
+import numpy as np
+import pipdetect
+from pipdetect.faces import FaceFinder
+photo = np.load({photo!r})
+if {pool_first}:
+    pipdetect.set_global_threads(2)
+print(len(FaceFinder().find(photo)))
+try:
+    pipdetect.set_global_threads(1)
+    print("accepted")
+except RuntimeError:
+    print("late call refused")
+"""
+
+
+def test_face_detector_session_counts_for_the_global_pool(tmp_path, astronaut):
+    """The face detector's session runs on the global pool when it is on, and (like a
+    landmark model) makes a later set_global_threads() call fail loudly instead of
+    being ignored by onnxruntime."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "photo.npy"
+    np.save(photo, astronaut)
+    for pool_first in (False, True):
+        code = _FACES_SCRIPT.format(photo=str(photo), pool_first=pool_first)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["1", "late", "call", "refused"]

@@ -103,12 +103,11 @@ def _model_bytes() -> np.ndarray:
 def _new_session() -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # As pipdetect's landmark sessions: idle workers sleep instead of spinning.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.intra_op_num_threads = _ORT_THREADS
-    options.inter_op_num_threads = 1
+    from .model import new_session_options
+
+    # The landmark sessions' options (no spinning), on one thread of its own, or on the
+    # process-wide pool of pipdetect.set_global_threads() when that is on.
+    options = new_session_options(ort, None, default_threads=_ORT_THREADS)
     return ort.InferenceSession(_model_bytes().tobytes(), sess_options=options,
                                 providers=["CPUExecutionProvider"])
 

@@ -295,12 +295,27 @@ def load_model(
         return loaded
 
 
-def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None) -> LoadedModel:
+def new_session_options(ort: Any, threads: int | None, *,
+                        default_threads: int | None = None) -> Any:
+    """Options for a new onnxruntime session of pipdetect's (landmark or face model).
+
+    ``threads`` given: a pool of that many threads for this session. ``None``: the
+    process-wide pool of :func:`set_global_threads` if it is on, otherwise a pool of
+    ``default_threads`` (``None``: onnxruntime's default, one per physical core).
+    Marks the process as having sessions, so that a later :func:`set_global_threads`
+    (which must precede onnxruntime's first session) is refused. Internal.
+    """
     global _SESSIONS_CREATED
-    options = _session_options(ort, threads)
-    if threads is None and _GLOBAL_THREADS is not None:
+    pooled = threads is None and _GLOBAL_THREADS is not None
+    options = _session_options(ort, threads if threads is not None or pooled else default_threads)
+    if pooled:
         options.use_per_session_threads = False
     _SESSIONS_CREATED = True
+    return options
+
+
+def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None) -> LoadedModel:
+    options = new_session_options(ort, threads)
     try:
         session = ort.InferenceSession(
             str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
