@@ -388,7 +388,7 @@ def train(samples: list[Sample], *, epochs: int, batch_size: int, lr: float,
              f"x {row['x']:.3f}, nb_x {row['nb_x']:.3f}), {row['seconds']:.1f} s")
         if max_steps is not None and step >= max_steps:
             break
-        if max_minutes is not None and progress(step) >= 1.0:
+        if max_minutes is not None and epoch + 1 < epochs and progress(step) >= 1.0:
             _log(f"stopping after {epoch + 1} epochs: the {max_minutes} min budget is used up")
             break
     return net.eval(), history
@@ -512,6 +512,8 @@ def evaluate(onnx_path: Path, workdir: Path, data: Path, train_samples: list[Sam
     logging.getLogger().setLevel(logging.WARNING)
     session8 = load_model(int8_path, threads=1).session
     result["int8_drift"] = bench._drift(det, session, session8, drift_images)
+    result["int8_nme_detector_drift_photos"] = nme_detector(
+        LandmarkDetector(int8_path, threads=1), drift_paths)
     result["photos"] = note
     return result
 
@@ -519,14 +521,16 @@ def evaluate(onnx_path: Path, workdir: Path, data: Path, train_samples: list[Sam
 def markdown(result: dict[str, Any]) -> str:
     """The README tables of one run."""
     nme = result["nme_detector_drift_photos"]
+    nme8 = result["int8_nme_detector_drift_photos"]
     d = result["int8_drift"]
     s = result["fp32_scores"]
     return "\n".join([
-        "| fp32 NME, detector crops (mean / median) | fp32 NME, true-landmark crops: "
-        "drift photos / training photos | faces scored (missed) | fp32 best-cell score "
-        "(median) | second-best (median) |",
-        "|---|---|---|---|---|",
+        "| NME, detector crops: fp32 (mean / median) | int8 (mean / median) | fp32 NME, "
+        "true-landmark crops: drift photos / training photos | faces scored (missed) | "
+        "fp32 best-cell score (median) | second-best (median) |",
+        "|---|---|---|---|---|---|",
         f"| {nme['nme_mean_pct']} % / {nme['nme_median_pct']} % | "
+        f"{nme8['nme_mean_pct']} % / {nme8['nme_median_pct']} % | "
         f"{result['nme_gt_crops_drift_photos_pct']} % / "
         f"{result['nme_gt_crops_training_photos_pct']} % | {nme['faces_scored']} "
         f"({nme['missed']}) | {s['peak_median']} | {s['second_median']} |",
@@ -568,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
                              "whichever is further along, epochs or clock (see train())")
     parser.add_argument("--no-eval", action="store_true",
                         help="only train and save the checkpoint (no conversion, int8, drift)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="no training: evaluate the checkpoint a previous run left in "
+                             "--workdir")
     args = parser.parse_args(argv)
 
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pipdetect-proxy-"))).resolve()
@@ -584,21 +591,29 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"training on {len(paths)} LFPW photos ({paths[0].name} ... {paths[-1].name}); "
          f"workdir {workdir}")
     samples = load_samples(paths)
-    start = time.perf_counter()
-    net, history = train(samples, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, aug=Augment(),
-                         max_steps=args.max_steps, max_minutes=args.max_minutes)
-    train_minutes = (time.perf_counter() - start) / 60
     pth = workdir / "proxy-r18-300w.pth"
-    save_checkpoint(net, pth)
-    report: dict[str, Any] = {
-        "command": "python benchmarks/train_proxy.py " + " ".join(sys.argv[1:] if argv is None
-                                                                  else argv),
-        "training_photos": len(paths), "epochs_run": len(history),
-        "train_minutes": round(train_minutes, 1), "history": history,
-        "checkpoint": str(pth),
-    }
-    _log(f"saved {pth} after {train_minutes:.1f} min")
+    report_path = workdir / "train_proxy.json"
+    if args.eval_only:
+        if not (pth.is_file() and report_path.is_file()):
+            raise SystemExit(f"--eval-only: no {pth.name} and {report_path.name} in {workdir}; "
+                             "train first")
+        report: dict[str, Any] = json.loads(report_path.read_text())
+    else:
+        start = time.perf_counter()
+        net, history = train(samples, epochs=args.epochs, batch_size=args.batch_size,
+                             lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                             aug=Augment(), max_steps=args.max_steps,
+                             max_minutes=args.max_minutes)
+        train_minutes = (time.perf_counter() - start) / 60
+        save_checkpoint(net, pth)
+        report = {
+            "command": "python benchmarks/train_proxy.py " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "training_photos": len(paths), "epochs_run": len(history),
+            "train_minutes": round(train_minutes, 1), "history": history,
+            "checkpoint": str(pth),
+        }
+        _log(f"saved {pth} after {train_minutes:.1f} min")
     if not args.no_eval:
         onnx_path = workdir / "proxy-r18-300w.onnx"
         convert(pth, onnx_path)
@@ -606,8 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         table = markdown(report)
         report["markdown"] = table
         print(table)
-    (workdir / "train_proxy.json").write_text(json.dumps(report, indent=1, default=str))
-    _log(f"wrote {workdir / 'train_proxy.json'}")
+    report_path.write_text(json.dumps(report, indent=1, default=str))
+    _log(f"wrote {report_path}")
     return 0
 
 
