@@ -50,12 +50,18 @@ MODELS = {  # name: (backbone, dataset preset, landmarks)
     "r101-300w": ("resnet101", "300W", 68),
 }
 BATCHES = (1, 4, 16, 64)
+FAST_DETECTION = 320
+"""detection_size of the extra 'fast detection' variant of the first model on whole photos."""
+REACH_SIZES = (12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80, 96)
+"""Face widths (px) tried for the face-reach table."""
 PHOTOS = ("640x480, 1 face", "640x480, 4 faces", "1920x1080, 1 face", "1920x1080, 6 faces")
 TARGETS_DOC = {
     "overhead": "pipdetect box given <= 1.10 x onnxruntime session.run, per face",
     "decoder": "decoder <= 1 % of model time (batch 1)",
     "torch": ">= 1.5 x faster per face than the PyTorch reference",
     "dlib": "full photo 640x480, 1 face: faster than dlib (HOG + 68-point predictor)",
+    "dlib_fast": ("the same with detection_size=320 (still finds smaller faces than dlib at "
+                  "upsample 0: see face reach)"),
     "batch": "batch 16 throughput >= 1.25 x batch 1",
     "import": "import pipdetect adds <= 50 ms beyond numpy",
     "rss": "peak RSS <= 300 MB (ResNet-18, load + one photo)",
@@ -240,6 +246,21 @@ def dlib_pipeline() -> tuple[Any, str | None]:
 
 
 # ----------------------------------------------------------------------------- sections
+def _direct_form(path: Path) -> Path | None:
+    """The model with every convolution direct (pipdetect.convert.winograd.to_direct),
+    written next to it; ``None`` if it has no Winograd convolutions."""
+    import onnx
+
+    from pipdetect.convert.winograd import to_direct
+
+    model = onnx.load(str(path))
+    if not any("/winograd/" in n.name for n in model.graph.node):
+        return None
+    out = path.with_name(f"{path.stem}-direct{path.suffix}")
+    onnx.save(to_direct(model), str(out))
+    return out
+
+
 def session_variants(path: Path, threads: int | None) -> dict[str, Any]:
     """onnxruntime sessions with different options, for the tuning table."""
     import onnxruntime as ort
@@ -259,8 +280,11 @@ def session_variants(path: Path, threads: int | None) -> dict[str, Any]:
             options.enable_cpu_mem_arena = kw["arena"]
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    direct = _direct_form(path)
     return {
         "pipdetect (load_model)": load_model(path, threads=threads).session,
+        **({"direct convolutions (--direct-conv)": load_model(direct, threads=threads).session}
+           if direct is not None else {}),
         "onnxruntime defaults": ort.InferenceSession(str(path),
                                                      providers=["CPUExecutionProvider"]),
         "1 thread": make(threads=1),
@@ -453,6 +477,40 @@ def _drift(det: Any, session: Any, session8: Any, images: list[np.ndarray]) -> d
     }
 
 
+def face_reach(dlib_run: Callable[[np.ndarray, int], Any] | None,
+               quick: bool) -> dict[str, int | None]:
+    """Smallest face (width of YuNet's box on the full-size astronaut, scaled) that each
+    face detector setting finds on a 640x480 grey canvas, trying :data:`REACH_SIZES`;
+    ``None`` if it finds none of them. The astronaut scaled down, centred."""
+    import cv2
+
+    from pipdetect.faces import FaceFinder
+
+    base = cv2.imread(str(ASTRONAUT))
+    width = float(np.diff(FaceFinder().find(base).boxes[0, ::2])[0])
+
+    def canvas(face_px: int) -> np.ndarray:
+        small = cv2.resize(base, None, fx=face_px / width, fy=face_px / width,
+                           interpolation=cv2.INTER_AREA)
+        out = np.full((480, 640, 3), 90, np.uint8)
+        h, w = min(small.shape[0], 480), min(small.shape[1], 640)
+        y, x = (480 - h) // 2, (640 - w) // 2
+        out[y:y + h, x:x + w] = small[:h, :w]
+        return out
+
+    yunet = {size: FaceFinder(max_side=size) for size in (640, FAST_DETECTION)}
+    finders: dict[str, Callable[[np.ndarray], int]] = {
+        f"YuNet, detection_size={size}": (lambda img, f=f: len(f.find(img)))
+        for size, f in yunet.items()}
+    if dlib_run is not None:
+        for up in ((0,) if quick else (0, 1)):
+            finders[f"dlib HOG, upsample {up}"] = (lambda img, up=up: len(dlib_run(img, up)))
+    reach: dict[str, int | None] = {}
+    for name, count in finders.items():
+        reach[name] = next((px for px in REACH_SIZES if count(canvas(px)) > 0), None)
+    return reach
+
+
 def bench_photos(models: dict[str, dict[str, Any]], results: dict[str, Any],
                  photos: dict[str, np.ndarray], timer: Timer, args: argparse.Namespace,
                  ) -> dict[str, Any]:
@@ -477,6 +535,8 @@ def bench_photos(models: dict[str, dict[str, Any]], results: dict[str, Any],
         pname, who = key.split("|")
         table.setdefault(pname, {})[who] = {"ms": ms(samples), "faces": found[pname][who]}
     out: dict[str, Any] = {"photos": table, "dlib_skipped": reason}
+    log("  face reach")
+    out["face_reach_px"] = face_reach(dlib_run, args.quick)
     if dlib_run is not None:
         ref = f"{PHOTOS[0]}|dlib (upsample 0)"
         out["vs_dlib_upsample0"] = {
@@ -588,6 +648,9 @@ def targets(results: dict[str, Any], photos: dict[str, Any], cold: dict[str, Any
     vs = photos.get("vs_dlib_upsample0", {})
     add("dlib", vs.get(head), None if vs.get(head) is None else vs[head] > 1.0,
         "x (dlib time / pipdetect time)", vs.get(f"{head} int8"))
+    fast = vs.get(f"{head}, detection_size={FAST_DETECTION}")
+    add("dlib_fast", fast, None if fast is None else fast > 1.0,
+        "x (dlib time / pipdetect time)")
     b16 = results[head]["batches"]["16"]["pipdetect_speedup_vs_b1"]
     add("batch", b16, b16 >= 1.25, "x")
     if cold:
@@ -654,6 +717,14 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append("")
             lines.append(f"dlib skipped: {report['photos']['dlib_skipped']}")
         lines.append("")
+        reach = report["photos"].get("face_reach_px") or {}
+        if reach:
+            lines.append("**Face reach**: smallest face found (px wide, of "
+                         + ", ".join(map(str, REACH_SIZES))
+                         + ") on a 640x480 canvas: " + "; ".join(
+                             f"{k} {'none' if v is None else f'{v} px'}"
+                             for k, v in reach.items()) + ".")
+            lines.append("")
     cold = report.get("cold_start")
     if cold:
         lines.append(f"**Cold start and memory** ({report['head']}, fresh process, median of "
@@ -820,6 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         log(f"model {name}")
         results[name] = bench_model(name, model, photos, timer, args, calib, drift_photos)
+    from pipdetect import LandmarkDetector
+
+    results[head]["_detectors"][f"{head}, detection_size={FAST_DETECTION}"] = LandmarkDetector(
+        models[head]["path"], threads=args.threads, detection_size=FAST_DETECTION)
     log("photos")
     photo_results = bench_photos(models, results, photos, timer, args)
     tuning = None if args.quick else bench_tuning(models[head]["path"], timer, args)

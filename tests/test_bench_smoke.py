@@ -40,10 +40,14 @@ def test_quick_run_writes_the_report(tmp_path, wflw_meanface):
     photos = report["photos"]["photos"]
     assert len(photos) == 4 and all(row["tiny"]["ms"] > 0 for row in photos.values())
     assert photos["640x480, 1 face"]["tiny"]["faces"] == 1
+    assert photos["640x480, 1 face"]["tiny, detection_size=320"]["faces"] == 1
     assert report["photos"]["dlib_skipped"] == "--no-dlib"
+    reach = report["photos"]["face_reach_px"]  # YuNet only (--no-dlib)
+    assert set(reach) == {"YuNet, detection_size=640", "YuNet, detection_size=320"}
+    assert reach["YuNet, detection_size=640"] <= reach["YuNet, detection_size=320"]
     cold = report["cold_start"]
     assert cold["faces"] == 1 and cold["peak_rss_mb"] > 0 and cold["import_pipdetect_ms"] > 0
-    assert len(report["targets"]) == 7
+    assert len(report["targets"]) == 8
     assert {t["met"] for t in report["targets"]} <= {True, False, None}
     assert md.read_text().strip() == report["markdown"].strip()
     assert "| tiny |" in done.stdout
