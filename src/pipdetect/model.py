@@ -350,12 +350,11 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     * Intra-op threads: onnxruntime's default (one per physical core) unless
       ``threads`` is given; 2 threads run ResNet-18 about 1.5x faster than 1 on
       2 cores. Sequential execution, so inter-op threads are irrelevant (1).
-    * Worker threads do not spin-wait between runs. On a whole photo the face
-      detector (OpenCV's own threads) runs between network calls and spinning
-      workers compete with it: per photo 4-9 % faster without spinning on an
-      idle 2-core machine and 9-16 % faster on a busy one; with boxes given
-      spinning wins by 4-5 %. Not spinning also keeps an idle process idle (no
-      CPU burnt between video frames).
+    * Worker threads do not spin-wait between runs: an idle process stays idle
+      (no core burnt between video frames or requests). Spinning would be a few
+      per cent faster (2 % per photo, 4-6 % with boxes given, since the face
+      detector runs on onnxruntime's single caller thread; when it ran in
+      OpenCV's threads, not spinning was 4-16 % faster per photo).
     * Memory arena and memory patterns: onnxruntime's defaults (on); a process
       that loads ResNet-18 and processes a photo peaks at about 230 MB with them.
     """
