@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -13,6 +15,20 @@ sys.path.insert(0, str(TESTS))
 
 EXAMPLE_IMAGE = ROOT / "examples" / "astronaut.jpg"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+LFPW = SHARED_DATA / "lfpw_test"
+"""Annotated research data, read in place; tests that need it skip where it is absent."""
+
+
+def load_script(path: Path, name: str | None = None) -> ModuleType:
+    """Import a script of the repository (models/, benchmarks/: not a package) by path,
+    registered in ``sys.modules`` under ``name`` (default: the file's stem), as
+    dataclasses defined in it need."""
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

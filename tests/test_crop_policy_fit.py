@@ -7,35 +7,23 @@ that the shipped numbers really are fitted and good.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import LFPW, load_script
 from pipdetect.crop import CropPolicy, preset_crop_policy
 from pipdetect.presets import PRESETS, load_meanface
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "lfpw_test"
+DATA = LFPW
 SUBSET = 40
 
 
-def _load_script() -> ModuleType:
-    path = REPO / "models" / "fit_crop_policy.py"
-    spec = importlib.util.spec_from_file_location("fit_crop_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-fit = _load_script()
+fit = load_script(REPO / "models" / "fit_crop_policy.py")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

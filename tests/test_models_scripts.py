@@ -10,16 +10,15 @@ downloaded back through :func:`pipdetect.zoo.resolve_model`.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from conftest import load_script
 from hubserver import HubStandIn, use_stand_in
 from modelfactory import known_answer_model, make_spec
 from pipdetect import zoo
@@ -33,13 +32,7 @@ R18_WFLW = "pipnet-r18-wflw"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_pipdetect_models_{name}",
-                                                  ROOT / "models" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "models" / f"{name}.py", f"_pipdetect_models_{name}")
 
 
 @pytest.fixture(scope="module")

@@ -9,37 +9,27 @@ convert with pipdetect.convert and match PyTorch.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import LFPW, load_script
 from pipdetect import PIPDecoder
 from pipdetect.crop import crops_to_image, warp_crops
 from pipdetect.presets import load_meanface
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "train_proxy.py"
-DATA = REPO.parent / "shared" / "data" / "lfpw_test"
+DATA = LFPW
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_proxy", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-tp = _load_script()  # imports only numpy at module level; torch inside the training code
+tp = load_script(SCRIPT)  # imports only numpy at module level; torch inside the training code
 
 needs_lfpw = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"LFPW test data not found at {DATA} (shared data folder absent)"
