@@ -33,7 +33,11 @@ Cost and choice of tiles (measured on 2 Zen 4 cores, onnxruntime 1.32, batch 1 /
   the transformed tiles outgrow the cache (F(4, 3) 0.77x at batch 16).
 
 The rewritten graph stores U instead of w, so the file grows (ResNet-18: 49 ->
-98 MB); peak memory does not (onnxruntime repacks direct weights too).
+98 MB). Peak memory of a process running ResNet-18 stays at ~224 MB (onnxruntime
+repacks direct weights too); ResNet-101's grows from ~490 to ~560-620 MB. Folding
+U from w at load time instead (constant folding in onnxruntime) keeps the file
+small but peaked at 530 MB while loading ResNet-18, so U is stored. Whole
+ResNet-18 network: 1.14-1.18x faster at batch 1, 1.11-1.21x at batch 16.
 Accuracy: float32 Winograd with the points 0, +-1, +-2 differs from the direct
 convolution by ~1e-5 of a layer's output scale; on a whole ResNet-18 PIP-Net the
 output maps differ by ~4e-6 (absolute, maps of magnitude ~2), far below what
