@@ -203,6 +203,11 @@ def convert_checkpoint(
     crop_policy:
         Preset name whose crop policy to store (default: the dataset's; 300W's for
         a custom mean face), or a :class:`~pipdetect.crop.CropPolicy` / its dict.
+    winograd:
+        Store the 3x3 convolutions that gain from it in Winograd form
+        (:mod:`pipdetect.convert.winograd`): the same function to ~1e-5, ResNet-18
+        1.14-1.18x faster on a CPU, file about twice as large. ``False`` writes every
+        convolution directly (smallest file). Recorded in ``provenance["convolutions"]``.
 
     Returns the :class:`~pipdetect.model.ModelSpec` written into the file.
 
