@@ -248,16 +248,16 @@ def dlib_pipeline() -> tuple[Any, str | None]:
 # ----------------------------------------------------------------------------- sections
 def _direct_form(path: Path) -> Path | None:
     """The model with every convolution direct (pipdetect.convert.winograd.to_direct),
-    written next to it; ``None`` if it has no Winograd convolutions."""
+    written next to it; ``None`` if the converter recorded no Winograd convolutions."""
     import onnx
 
     from pipdetect.convert.winograd import to_direct
+    from pipdetect.model import load_model
 
-    model = onnx.load(str(path))
-    if not any("/winograd/" in n.name for n in model.graph.node):
+    if not isinstance(load_model(path).spec.provenance.get("convolutions"), dict):
         return None
     out = path.with_name(f"{path.stem}-direct{path.suffix}")
-    onnx.save(to_direct(model), str(out))
+    onnx.save(to_direct(onnx.load(str(path))), str(out))
     return out
 
 
