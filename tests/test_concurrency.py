@@ -122,6 +122,17 @@ def test_detectors_of_one_model_share_one_session(shared, astronaut):
     assert other._model.session is not first._model.session
 
 
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh Python process (thread pools are per process); its stdout."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 _BUDGET_SCRIPT = r"""
 import os, sys
 sys.path.insert(0, {tests!r})
@@ -149,22 +160,11 @@ if {use_global}:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 def test_global_thread_pool_bounds_threads_across_different_models(tmp_path):
-    import subprocess
-    import sys
-
     from conftest import TESTS
 
     def run(use_global: bool) -> list[str]:
         code = _BUDGET_SCRIPT.format(tests=str(TESTS), tmp=str(tmp_path), use_global=use_global)
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout.split("\n")
+        return _python(code).split("\n")
 
     per_session = int(run(False)[0])
     pooled = run(True)
@@ -195,14 +195,8 @@ def test_face_detector_session_counts_for_the_global_pool(tmp_path, astronaut):
     """The face detector's session runs on the global pool when it is on, and (like a
     landmark model) makes a later set_global_threads() call fail loudly instead of
     being ignored by onnxruntime."""
-    import subprocess
-    import sys
-
     photo = tmp_path / "photo.npy"
     np.save(photo, astronaut)
     for pool_first in (False, True):
         code = _FACES_SCRIPT.format(photo=str(photo), pool_first=pool_first)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["1", "late", "call", "refused"]
+        assert _python(code).split() == ["1", "late", "call", "refused"]
