@@ -399,11 +399,11 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
 
 
 def _preprocess(crops: np.ndarray, spec: Any) -> np.ndarray:
-    x = crops.astype(np.float32) / np.float32(255)
-    if spec.channel_order == "RGB":
-        x = x[..., ::-1]
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    """(N, H, W, 3) uint8 BGR crops -> the network's input: pipdetect's reference
+    preprocessing (the plain form the quantiser calibrates with)."""
+    from pipdetect.convert.quantize import _preprocess as reference
+
+    return reference(crops, spec)
 
 
 def _quantize(path: Path, calib: list[Any], workdir: Path) -> Path:
