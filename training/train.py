@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import queue
 import subprocess
@@ -69,6 +68,10 @@ def fit_policy(faces: list[D.Face], ridge: float = 0.001) -> Any:
     from pipdetect.crop import CropPolicy
 
     boxes, kps, targets = D.detections_for_policy(faces)
+    if len(boxes) < 12:
+        raise SystemExit(f"YuNet found only {len(boxes)} of the {len(faces)} training faces; "
+                         "a crop policy needs at least 12 (are the .pts files 1-based? "
+                         "then pass --one-based)")
     params = F.crop_params(boxes, targets)
     box = params.mean(axis=0)
     matrix = F.fit_keypoint_matrix(F.keypoint_features(boxes, kps), params, ridge)
@@ -166,6 +169,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="use only the first N training faces (smoke tests)")
     p.add_argument("--val-limit", type=int, help="use only the first N validation faces")
     p.add_argument("--max-steps", type=int, help="stop each epoch after N steps (smoke tests)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="end this invocation after N more epochs (run it again to resume)")
     return p.parse_args(argv)
 
 
@@ -178,9 +183,8 @@ def commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     import nets
+    import torch
 
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     }, indent=1))
 
     aug = D.Augment()
-    for epoch in range(start_epoch, args.epochs):
+    stop = args.epochs if args.stop_after is None else min(args.epochs,
+                                                            start_epoch + args.stop_after)
+    for epoch in range(start_epoch, stop):
         det_phase = epoch >= args.epochs - args.detector_epochs
         epoch_aug = D.with_detector_crops(aug, args.detector_p if det_phase else 0.0)
         rng = np.random.default_rng([args.seed, epoch])
@@ -272,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch + 1, "history": history}, state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)
+    if stop < args.epochs:
+        log(f"stopped after epoch {stop}; run the same command again to resume")
+        return 0
     final = args.out / "final.pth"
     torch.save(net.state_dict(), final)
     log(f"done: {final}")

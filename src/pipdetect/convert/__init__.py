@@ -101,6 +101,16 @@ def _input_size(value: int | tuple[int, int] | list[int], stride: int) -> tuple[
 def _crop_policy(crop_policy: Any, preset: Preset | None) -> dict[str, Any]:
     if isinstance(crop_policy, CropPolicy):
         return crop_policy.to_dict()
+    if isinstance(crop_policy, (str, os.PathLike)) and str(crop_policy).endswith(".json"):
+        import json
+
+        path = Path(crop_policy)
+        if not path.is_file():
+            raise FileNotFoundError(f"crop policy file not found: {path}")
+        try:
+            crop_policy = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"crop policy file {path} is not JSON: {exc}") from None
     if isinstance(crop_policy, dict):
         return CropPolicy.from_dict(crop_policy).to_dict()
     key = crop_policy if crop_policy is not None else (preset.name if preset else None)
@@ -108,6 +118,37 @@ def _crop_policy(crop_policy: Any, preset: Preset | None) -> dict[str, Any]:
         return preset_crop_policy(key).to_dict()
     except KeyError as exc:
         raise ValueError(f"crop policy: {exc.args[0] if exc.args else exc}") from None
+
+
+INFO_KEYS = ("dataset", "license", "accuracy", "training")
+"""What ``info=`` may say about a model trained outside the official releases."""
+
+
+def _check_info(info: Any) -> dict[str, Any]:
+    if info is None:
+        return {}
+    if isinstance(info, (str, os.PathLike)):
+        import json
+
+        path = Path(info)
+        if not path.is_file():
+            raise FileNotFoundError(f"model info file not found: {path}")
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"model info file {path} is not JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ValueError("model info must be a JSON object with keys " + ", ".join(INFO_KEYS))
+    unknown = sorted(set(info) - set(INFO_KEYS))
+    if unknown:
+        raise ValueError(f"model info has unknown keys {unknown}; allowed: {', '.join(INFO_KEYS)}")
+    for key in ("dataset", "license"):
+        if key in info and not (isinstance(info[key], str) and info[key].strip()):
+            raise ValueError(f"model info {key!r} must be a non-empty string")
+    for key in ("accuracy", "training"):
+        if key in info and not isinstance(info[key], dict):
+            raise ValueError(f"model info {key!r} must be a JSON object")
+    return dict(info)
 
 
 def _strip_module_prefix(state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
@@ -169,8 +210,10 @@ def convert_checkpoint(
     name: str | None = None,
     stride: int = 32,
     input_size: int | tuple[int, int] = 256,
-    crop_policy: str | dict[str, Any] | CropPolicy | None = None,
+    crop_policy: str | PathLike | dict[str, Any] | CropPolicy | None = None,
     winograd: bool = True,
+    scheme: str | None = None,
+    info: PathLike | dict[str, Any] | None = None,
 ) -> ModelSpec:
     """Convert a PIP-Net ``state_dict`` checkpoint into a pipdetect ONNX model.
 
@@ -190,8 +233,9 @@ def convert_checkpoint(
         ``LaPa``, ``300W-CelebA``, ``300W-COFW-WFLW``; case-insensitive): mean face,
         landmark scheme, published accuracy and licence note come from it.
     meanface:
-        Instead of ``dataset``: the training mean face file (``x1 y1 x2 y2 ...``
-        normalised to the crop) of a custom model.
+        Instead of ``dataset``: the training mean face of a custom model, a file
+        (``x1 y1 x2 y2 ...`` normalised to the crop) or a preset name (``"300W"``)
+        whose mean face it was trained with.
     num_nb:
         Expected number of neighbours; read from the checkpoint, so it is only checked.
     name:
@@ -202,12 +246,21 @@ def convert_checkpoint(
         Network input in pixels, an integer or (height, width); 256 for the official models.
     crop_policy:
         Preset name whose crop policy to store (default: the dataset's; 300W's for
-        a custom mean face), or a :class:`~pipdetect.crop.CropPolicy` / its dict.
+        a custom mean face), a ``.json`` file holding one (as ``training/train.py``
+        writes), or a :class:`~pipdetect.crop.CropPolicy` / its dict.
     winograd:
         Store the 3x3 convolutions that gain from it in Winograd form
         (:mod:`pipdetect.convert.winograd`): the same function to ~1e-5, ResNet-18
         1.14-1.18x faster on a CPU, file about twice as large. ``False`` writes every
         convolution directly (smallest file). Recorded in ``provenance["convolutions"]``.
+    scheme:
+        Landmark scheme of a custom model (``"300w68"`` ...; see
+        :mod:`pipdetect.schemes`); default ``"custom"``, or the dataset's.
+    info:
+        For a model you trained: a dict, or a JSON file, with any of ``dataset``
+        (free text naming the training data), ``license``, ``accuracy`` (measured
+        figures) and ``training`` (how it was trained: command, commit, data;
+        stored as ``provenance["training"]``). Replaces what a preset would say.
 
     Returns the :class:`~pipdetect.model.ModelSpec` written into the file.
 
@@ -241,16 +294,25 @@ def convert_checkpoint(
         )
     size = _input_size(input_size, stride)
     policy = _crop_policy(crop_policy, preset)
+    facts = _check_info(info)
+    if scheme is not None:
+        from ..schemes import get_scheme
+
+        try:
+            scheme = get_scheme(scheme).name
+        except KeyError as exc:
+            raise ValueError(exc.args[0] if exc.args else str(exc)) from None
     if preset is not None:
         mean_face = load_meanface(preset.name)
         mean_source = f"of {preset.name}"
     else:
-        mean_path = Path(meanface)  # type: ignore[arg-type]
+        text = str(meanface)
+        by_name = text in {p.name for p in PRESETS.values()} and not Path(text).exists()
         try:
-            mean_face = load_meanface(mean_path)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-        mean_source = str(mean_path)
+            mean_face = load_meanface(text if by_name else Path(text))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(exc.args[0] if exc.args else str(exc)) from None
+        mean_source = f"of {text}" if by_name else text
 
     src = Path(checkpoint)
     out = Path(output)
@@ -276,14 +338,15 @@ def convert_checkpoint(
         num_nb=K,
         meanface=mean_face,
         crop_policy=policy,
-        scheme=preset.scheme if preset is not None else "custom",
+        scheme=scheme or (preset.scheme if preset is not None else "custom"),
         input_size=size,
         stride=stride,
-        dataset=preset.name if preset is not None else None,
+        dataset=facts.get("dataset", preset.name if preset is not None else None),
         backbone=backbone,
-        license=license_note(preset),
-        accuracy=_accuracy(preset, backbone, stride),
+        license=facts.get("license", license_note(preset)),
+        accuracy=facts.get("accuracy", _accuracy(preset, backbone, stride)),
         provenance={
+            **({"training": facts["training"]} if "training" in facts else {}),
             "source_file": src.name,
             "source_sha256": _sha256(src),
             "source_bytes": src.stat().st_size,

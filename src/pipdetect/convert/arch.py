@@ -9,11 +9,18 @@ repository, Jin et al. 2021), whose checkpoints use torchvision's key names:
   ``bn5`` + ReLU; 128: that and ``layer6``/``bn6`` likewise; 16 (ResNet-18 only):
   ``deconv1`` (4x4 transposed conv, stride 2, no bias) + ``bn_deconv1`` + ReLU.
 * ``Pip_mbnetv2``: torchvision MobileNetV2 ``features`` (width 1.0, ReLU6), stride 32.
+* ``efficientnet_lite0`` (pipdetect's own default model, ``training/nets.py``; not
+  in the reference): EfficientNet-Lite0 with the key names of
+  ``efficientnet-lite-pytorch`` (``_conv_stem``/``_bn0``, ``_blocks.N`` with
+  ``_expand_conv``/``_bn0``, ``_depthwise_conv``/``_bn1``, ``_project_conv``/``_bn2``,
+  then ``_conv_head``/``_bn1``; no ``_fc``), ReLU6, TensorFlow "SAME" padding
+  (one pixel more after than before for stride 2), BatchNorm ``eps = 1e-3``;
+  stride 32.
 * Five 1x1 convolution heads with bias on the last feature map, no activation
   (the reference defines a sigmoid but never applies it): ``cls_layer``,
   ``x_layer``, ``y_layer`` (L channels), ``nb_x_layer``, ``nb_y_layer`` (L*K).
 
-BatchNorm layers use torchvision's ``eps = 1e-5``.
+BatchNorm layers use torchvision's ``eps = 1e-5`` unless a layer says otherwise.
 """
 
 from __future__ import annotations
@@ -41,15 +48,19 @@ __all__ = [
     "normalise_backbone",
 ]
 
-BACKBONES = ("resnet18", "resnet50", "resnet101", "mobilenet_v2")
-SHORT_NAMES = {"resnet18": "r18", "resnet50": "r50", "resnet101": "r101", "mobilenet_v2": "mbv2"}
+BACKBONES = ("resnet18", "resnet50", "resnet101", "mobilenet_v2", "efficientnet_lite0")
+SHORT_NAMES = {"resnet18": "r18", "resnet50": "r50", "resnet101": "r101", "mobilenet_v2": "mbv2",
+               "efficientnet_lite0": "lite0"}
 STRIDES = {
     "resnet18": (16, 32, 64, 128),
     "resnet50": (32, 64, 128),
     "resnet101": (32, 64, 128),
     "mobilenet_v2": (32,),
+    "efficientnet_lite0": (32,),
 }
 BN_EPS = 1e-5
+LITE_BN_EPS = 1e-3
+"""BatchNorm epsilon of EfficientNet-Lite (TensorFlow's default, kept by the PyTorch port)."""
 HEADS = (("cls_layer", "cls"), ("x_layer", "x"), ("y_layer", "y"),
          ("nb_x_layer", "nb_x"), ("nb_y_layer", "nb_y"))
 BOOKKEEPING_SUFFIX = ".num_batches_tracked"
@@ -64,12 +75,17 @@ _RESNETS = {
 # torchvision mobilenet_v2 inverted residual settings: expansion t, channels c, repeats n, stride s
 _MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+# EfficientNet-Lite0 stages: repeats, kernel, stride, expansion, output channels
+_LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 _ALIASES = {
     "r18": "resnet18", "resnet-18": "resnet18", "resnet_18": "resnet18",
     "r50": "resnet50", "resnet-50": "resnet50", "resnet_50": "resnet50",
     "r101": "resnet101", "resnet-101": "resnet101", "resnet_101": "resnet101",
     "mobilenetv2": "mobilenet_v2", "mobilenet-v2": "mobilenet_v2", "mbv2": "mobilenet_v2",
     "mbnetv2": "mobilenet_v2",
+    "lite0": "efficientnet_lite0", "efficientnet-lite0": "efficientnet_lite0",
+    "efficientnetlite0": "efficientnet_lite0",
 }
 
 
@@ -86,6 +102,7 @@ class Conv:
     kernel: int
     stride: int = 1
     pad: int = 0
+    """Zero padding on every side; see ``pads`` for uneven padding."""
     groups: int = 1
     bias: bool = False
     """Whether the checkpoint holds ``<name>.bias``."""
@@ -94,6 +111,14 @@ class Conv:
     act: str | None = None
     """``"relu"``, ``"relu6"`` or ``None``."""
     transpose: bool = False
+    pads: tuple[int, int, int, int] | None = None
+    """ONNX ``pads`` (top, left, bottom, right) when they differ; ``None``: ``pad`` everywhere."""
+    bn_eps: float = BN_EPS
+
+    @property
+    def onnx_pads(self) -> list[int]:
+        """The ONNX ``pads`` attribute: (top, left, bottom, right)."""
+        return list(self.pads) if self.pads is not None else [self.pad] * 4
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
@@ -174,6 +199,8 @@ def build_architecture(backbone: str, stride: int, num_landmarks: int, num_nb: i
     layers: list[Layer]
     if backbone == "mobilenet_v2":
         layers, x, channels = _mobilenet_v2()
+    elif backbone == "efficientnet_lite0":
+        layers, x, channels = _efficientnet_lite0()
     else:
         layers, x, channels = _resnet(backbone)
         if stride in (64, 128):
@@ -262,6 +289,45 @@ def _mobilenet_v2() -> tuple[list[Layer], str, int]:
     return layers, f"features.{idx}", 1280
 
 
+def _same_pads(kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow "SAME" padding for an even input size: the odd pixel goes after."""
+    total = max(kernel - stride, 0)
+    before, after = total // 2, total - total // 2
+    return (before, before, after, after)
+
+
+def _efficientnet_lite0() -> tuple[list[Layer], str, int]:
+    eps = LITE_BN_EPS
+
+    def conv(name: str, src: str, cout: int, cin: int, k: int, s: int = 1, groups: int = 1,
+             bn: str = "", act: str | None = "relu6") -> Conv:
+        return Conv(name, src, name, cout, cin, k, s, groups=groups, bn=bn, act=act,
+                    pads=_same_pads(k, s), bn_eps=eps)
+
+    layers: list[Layer] = [conv("_conv_stem", INPUT_NAME, 32, 3, 3, 2, bn="_bn0")]
+    x, cin, index = "_conv_stem", 32, 0
+    for repeats, k, stride, expand, cout in _LITE0_STAGES:
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            p = f"_blocks.{index}"
+            hidden = cin * expand
+            cur = x
+            if expand != 1:
+                layers.append(conv(f"{p}._expand_conv", cur, hidden, cin, 1, bn=f"{p}._bn0"))
+                cur = f"{p}._expand_conv"
+            layers.append(conv(f"{p}._depthwise_conv", cur, hidden, hidden, k, s, groups=hidden,
+                               bn=f"{p}._bn1"))
+            layers.append(conv(f"{p}._project_conv", f"{p}._depthwise_conv", cout, hidden, 1,
+                               bn=f"{p}._bn2", act=None))
+            out = f"{p}._project_conv"
+            if s == 1 and cin == cout:
+                layers.append(Add(out, x, p, relu=False))
+                out = p
+            x, cin, index = out, cout, index + 1
+    layers.append(conv("_conv_head", x, 1280, cin, 1, bn="_bn1"))
+    return layers, "_conv_head", 1280
+
+
 def infer_heads(state: Mapping[str, np.ndarray], source: str = "checkpoint") -> tuple[int, int]:
     """(num_landmarks, num_nb) read from the shapes of ``cls_layer`` and ``nb_x_layer``."""
     missing = [k for k in ("cls_layer.weight", "nb_x_layer.weight") if k not in state]
@@ -290,6 +356,9 @@ def infer_heads(state: Mapping[str, np.ndarray], source: str = "checkpoint") -> 
 def detect_backbone(keys: Iterable[str]) -> str | None:
     """Best guess of the backbone a state_dict was saved from (for error messages)."""
     keys = set(keys)
+    if "_conv_stem.weight" in keys:
+        n = len({k.split(".")[1] for k in keys if k.startswith("_blocks.")})
+        return "efficientnet_lite0" if n == 16 else f"an EfficientNet with {n} blocks"
     if "features.0.0.weight" in keys:
         return "mobilenet_v2" if "features.18.0.weight" in keys else "a MobileNet variant"
     blocks = []

@@ -19,6 +19,9 @@ examples:
       --num-nb 10 -o mine.onnx
   pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o r18.onnx \
       --quantize int8 --calibration photos/      # also writes r18-int8.onnx
+  pipdetect convert run/final.pth --backbone efficientnet_lite0 --meanface 300W \
+      --scheme 300w68 --crop-policy run/crop_policy.json --info info.json \
+      --name pipnet-lite0-300w -o pipnet-lite0-300w.onnx   # a model trained with training/
 
 The checkpoint is read without PyTorch and without running any code from it:
 only tensors are rebuilt (zip and legacy torch.save formats). Every weight is
@@ -49,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="official training set (case-insensitive): "
                              f"{', '.join(PRESETS)}; sets mean face, landmark scheme, "
                              "crop policy, published accuracy and licence note")
-    source.add_argument("--meanface", type=Path, metavar="FILE",
+    source.add_argument("--meanface", metavar="FILE_OR_PRESET",
                         help="mean face of a custom training (x1 y1 x2 y2 ... normalised to "
-                             "the crop, as the reference repo's meanface.txt)")
+                             "the crop, as the reference repo's meanface.txt), or the name of "
+                             "the preset whose mean face it was trained with (300W)")
     parser.add_argument("--num-nb", type=int, default=None, metavar="K",
                         help="number of neighbours the model was trained with (read from the "
                              "checkpoint; if given, it is checked)")
@@ -63,9 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "the reference also has 64 and 128, and 16 for resnet18)")
     parser.add_argument("--input-size", type=int, default=256, metavar="PIXELS",
                         help="square network input size (default 256)")
-    parser.add_argument("--crop-policy", default=None, metavar="PRESET",
-                        help="use the face-box-to-crop policy fitted for this preset "
-                             "(default: the dataset's; 300W's for a custom mean face)")
+    parser.add_argument("--crop-policy", default=None, metavar="PRESET_OR_JSON",
+                        help="use the face-box-to-crop policy fitted for this preset, or the "
+                             "one in this .json file (training/train.py writes one); default: "
+                             "the dataset's, 300W's for a custom mean face")
+    parser.add_argument("--scheme", default=None, metavar="NAME",
+                        help="landmark scheme of a custom model (300w68, wflw98, ...; default "
+                             "custom, or the dataset's)")
+    parser.add_argument("--info", type=Path, default=None, metavar="JSON",
+                        help="facts about a model you trained, stored in its metadata: a JSON "
+                             "object with dataset (text), license (text), accuracy (object) "
+                             "and training (object: command, commit, data)")
     parser.add_argument("--direct-conv", action="store_true",
                         help="keep every convolution in direct form (file about half the "
                              "size, ResNet about 1.1x slower); by default the 3x3 "
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             backbone=args.backbone, dataset=args.dataset, meanface=args.meanface,
             num_nb=args.num_nb, name=args.name, stride=args.stride,
             input_size=args.input_size, crop_policy=args.crop_policy,
-            winograd=not args.direct_conv,
+            winograd=not args.direct_conv, scheme=args.scheme, info=args.info,
         )
         if args.quantize:
             from .quantize import quantize_model
@@ -136,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         crops = int8_spec.provenance["quantization"]["calibration_crops"]
         print(f"wrote {int8_output} ({int8_spec.name}: int8, calibrated on {crops} face crops; "
               f"{int8_output.stat().st_size / 1e6:.1f} MB)")
-    if spec.dataset is not None:
+    if args.info is not None:
+        print(f"licence: {spec.license}")
+    elif spec.dataset is not None:
         print("licence: research use only (trained on a non-commercial research dataset)")
     return 0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model import INPUT_NAME, OUTPUT_NAMES
-from .arch import BN_EPS, Add, Architecture, Conv, MaxPool
+from .arch import Add, Architecture, Conv, MaxPool
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -52,7 +52,7 @@ def fold_batchnorm(conv: Conv, state: Mapping[str, np.ndarray]) -> tuple[np.ndar
         beta = np.asarray(state[f"{conv.bn}.bias"], dtype=np.float64)
         mean = np.asarray(state[f"{conv.bn}.running_mean"], dtype=np.float64)
         var = np.asarray(state[f"{conv.bn}.running_var"], dtype=np.float64)
-        scale = gamma / np.sqrt(var + BN_EPS)
+        scale = gamma / np.sqrt(var + conv.bn_eps)
         if conv.transpose:  # (in, out/groups, k, k): output channels on axis 1
             w = w * scale.reshape(1, -1, 1, 1)
         else:
@@ -82,12 +82,11 @@ def build_graph(
             wname, bname = f"{layer.name}.weight", f"{layer.name}.bias"
             inits += [numpy_helper.from_array(w, wname), numpy_helper.from_array(b, bname)]
             out = layer.output if layer.act is None else f"{layer.output}.pre_act"
-            p = layer.pad
             nodes.append(helper.make_node(
                 "ConvTranspose" if layer.transpose else "Conv",
                 [layer.input, wname, bname], [out], name=layer.name,
                 kernel_shape=[layer.kernel, layer.kernel], strides=[layer.stride, layer.stride],
-                pads=[p, p, p, p], group=layer.groups,
+                pads=layer.onnx_pads, group=layer.groups,
             ))
             if layer.act == "relu":
                 nodes.append(helper.make_node("Relu", [out], [layer.output],

@@ -1,0 +1,226 @@
+"""training/: data, targets, the EfficientNet-Lite0 conversion and a training smoke run.
+
+The smoke run makes its own tiny data set (shifted and scaled copies of the bundled
+photo, labelled by the bundled model), so it needs neither ../shared nor a network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import EXAMPLE_IMAGE, ROOT, load_script
+
+torch = pytest.importorskip("torch", reason="the training pipeline needs PyTorch")
+pytest.importorskip("efficientnet_lite_pytorch",
+                    reason="the training pipeline needs pip install '.[train]'")
+
+D = load_script(ROOT / "training" / "data.py", "data")
+nets = load_script(ROOT / "training" / "nets.py", "nets")
+train = load_script(ROOT / "training" / "train.py", "train")
+
+pytestmark = pytest.mark.torch
+
+
+def _write_pts(path: Path, points: np.ndarray, one_based: bool = False) -> None:
+    pts = points + (1.0 if one_based else 0.0)
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in pts)
+    path.write_text(f"version: 1\nn_points: {len(pts)}\n{{\n{body}\n}}\n")
+
+
+def test_read_pts_one_based_flag(tmp_path: Path) -> None:
+    pts = np.random.default_rng(0).uniform(0, 100, (68, 2))
+    _write_pts(tmp_path / "a.pts", pts, one_based=True)
+    np.testing.assert_allclose(D.read_pts(tmp_path / "a.pts", one_based=True), pts, atol=1e-3)
+    np.testing.assert_allclose(D.read_pts(tmp_path / "a.pts"), pts + 1, atol=1e-3)
+    (tmp_path / "b.pts").write_text("version: 1\n{\n1 2\n}\n")
+    with pytest.raises(ValueError, match="expected 68 points"):
+        D.read_pts(tmp_path / "b.pts")
+
+
+def test_flip_map_is_an_involution_that_mirrors_the_mean_face() -> None:
+    from pipdetect.presets import load_meanface
+
+    flip = np.array(D.FLIP_68)
+    assert sorted(flip) == list(range(68))
+    np.testing.assert_array_equal(flip[flip], np.arange(68))
+    mf = load_meanface("300W")
+    mirrored = mf[flip] * [-1, 1]
+    mirrored[:, 0] += (mf[:, 0].min() + mf[:, 0].max())
+    iod = np.linalg.norm(mf[36] - mf[45])
+    assert np.abs(mirrored - mf).max() < 0.25 * iod
+
+
+def test_plain_example_is_the_library_warp_of_the_training_crop() -> None:
+    from pipdetect.crop import warp_crops
+
+    image = cv2.imread(str(EXAMPLE_IMAGE))
+    pts = np.random.default_rng(1).uniform(180, 330, (68, 2))
+    face = D.Face(image, pts, "x")
+    crop, norm = D.make_example(face, np.random.default_rng(0), D.NO_AUGMENT)
+    box = D.landmark_crop(pts)
+    np.testing.assert_array_equal(crop, warp_crops(image, box[None], (256, 256))[0])
+    np.testing.assert_allclose(box[:2] + norm * (box[2:] - box[:2]), pts, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_augmented_landmarks_follow_the_pixels(seed: int) -> None:
+    """Draw a dot at each landmark, augment: the dots land where the labels say."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((400, 400, 3), np.uint8)
+    pts = np.column_stack([rng.uniform(120, 280, 68), rng.uniform(120, 280, 68)])
+    marked = [0, 8, 16, 30, 36, 45]
+    for i in marked:
+        cv2.circle(image, (round(pts[i, 0]), round(pts[i, 1])), 3, (255, 255, 255), -1)
+    aug = D.Augment(colour_p=0, grey_p=0, blur_p=0, occlude_p=0)
+    crop, norm = D.make_example(D.Face(image, pts, "dots"), rng, aug)
+    grey = crop[..., 0].astype(np.float64)
+    for i in marked:
+        x, y = norm[i] * 256
+        if not (4 <= x < 252 and 4 <= y < 252):
+            continue
+        x0, y0 = round(x), round(y)
+        assert grey[y0 - 2 : y0 + 3, x0 - 2 : x0 + 3].max() > 100, (i, x, y)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_targets_decode_back_to_the_landmarks(seed: int) -> None:
+    """Score maps and offsets made from landmarks, fed to pipdetect's decoder, give them back."""
+    from pipdetect import PIPDecoder
+    from pipdetect.presets import load_meanface
+
+    rng = np.random.default_rng(seed)
+    mf = load_meanface("300W")
+    norm = np.clip(mf + rng.normal(0, 0.02, mf.shape), 0.001, 0.999)
+    neighbours = train.neighbours_300w()
+    t = D.make_targets(norm, neighbours, (8, 8))
+    L, K = neighbours.shape
+    maps = [t["cls"][None]]
+    for key, width in (("x", 1), ("y", 1), ("nb_x", K), ("nb_y", K)):
+        m = np.zeros((L * width, 8, 8), np.float32)
+        cells = np.repeat(t["cell"], width)
+        m.reshape(L * width, 64)[np.arange(L * width), cells] = t[key]
+        maps.append(m[None])
+    points, _ = PIPDecoder(mf, num_nb=K)(*maps)
+    np.testing.assert_allclose(np.asarray(points)[0], norm, atol=1e-5)
+
+
+def test_lite0_conversion_matches_pytorch(tmp_path: Path) -> None:
+    """pipdetect convert's EfficientNet-Lite0 (SAME padding, eps 1e-3, ReLU6) == PyTorch."""
+    from pipdetect.convert import convert_checkpoint
+    from pipdetect.model import load_model
+
+    torch.manual_seed(0)
+    net = nets.build("efficientnet_lite0", pretrained=False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+        for name in nets.HEAD_NAMES:
+            getattr(net, name).weight.normal_(0, 0.05)
+    net.eval()
+    torch.save(net.state_dict(), tmp_path / "lite.pth")
+    spec = convert_checkpoint(tmp_path / "lite.pth", tmp_path / "lite.onnx",
+                              backbone="lite0", meanface="300W", scheme="300w68")
+    assert spec.backbone == "efficientnet_lite0" and spec.scheme == "300w68"
+    x = np.random.default_rng(0).normal(size=(2, 3, 256, 256)).astype(np.float32)
+    with torch.no_grad():
+        ref = [o.double().numpy() for o in net.double()(torch.from_numpy(x).double())]
+    got = load_model(tmp_path / "lite.onnx", threads=1).session.run(None, {"image": x})
+    for a, b in zip(got, ref, strict=True):
+        assert np.abs(a - b).max() < 1e-3 * max(1.0, np.abs(b).max())
+    # the file holds the weights and little else: ~4 bytes per parameter
+    params = sum(p.numel() for p in net.parameters())
+    assert (tmp_path / "lite.onnx").stat().st_size < 4 * params * 1.02
+
+
+def _tiny_dataset(folder: Path, count: int = 12) -> None:
+    """Shifted / scaled copies of the bundled photo, labelled with the 300W mean face
+    placed in the crop the 300W policy makes of YuNet's box (no trained model needed)."""
+    from pipdetect.crop import preset_crop_policy
+    from pipdetect.faces import FaceFinder
+    from pipdetect.presets import load_meanface
+
+    image = cv2.imread(str(EXAMPLE_IMAGE))
+    found = FaceFinder().find(image)
+    x1, y1, x2, y2 = preset_crop_policy("300W").crops(found.boxes[:1], found.keypoints[:1])[0]
+    truth = [x1, y1] + load_meanface("300W") * [x2 - x1, y2 - y1]
+    folder.mkdir()
+    for i in range(count):
+        s = 0.8 + 0.04 * i
+        m = np.array([[s, 0, 5 * i], [0, s, -3 * i]], np.float64)
+        warped = cv2.warpAffine(image, m, (512, 512))
+        cv2.imwrite(str(folder / f"face_{i}.jpg"), warped)
+        _write_pts(folder / f"face_{i}.pts", truth * s + m[:, 2], one_based=True)
+
+
+def test_training_smoke_then_convert_load_and_run(tmp_path: Path) -> None:
+    """A few steps on a few faces, resumed once, then `pipdetect convert`, load and run."""
+    from pipdetect import LandmarkDetector
+    from pipdetect.convert.cli import main as convert_main
+
+    data = tmp_path / "faces"
+    _tiny_dataset(data)
+    out, straight = tmp_path / "run", tmp_path / "straight"
+
+    def args(folder: Path) -> list[str]:
+        return ["--data", str(data), "--val", str(data), "--out", str(folder), "--one-based",
+                "--batch-size", "2", "--max-steps", "2", "--epochs", "2",
+                "--detector-epochs", "1", "--threads", "1"]
+
+    # stopped after one epoch, then resumed: the same as one uninterrupted run
+    assert train.main([*args(out), "--stop-after", "1"]) == 0
+    assert not (out / "final.pth").exists()
+    assert train.main(args(out)) == 0
+    assert train.main(args(straight)) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert [row["detector_crops"] for row in log] == [False, True]
+    assert all(math.isfinite(row["loss"]) and row["nme_gt"] > 0 for row in log)
+    for a, b in zip(log, ref, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    policy = json.loads((out / "crop_policy.json").read_text())
+    assert policy["type"] == "box-linear" and len(policy["keypoints"]) == 11
+    run = json.loads((out / "run.json").read_text())
+    assert run["training_faces"] == 12 and run["commit"]
+
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"dataset": "six copies of one photo", "license": "test only",
+                                "training": {"command": run["command"]}}))
+    model = tmp_path / "tiny.onnx"
+    assert convert_main([str(out / "final.pth"), "--backbone", "efficientnet_lite0",
+                         "--meanface", "300W", "--scheme", "300w68", "--crop-policy",
+                         str(out / "crop_policy.json"), "--info", str(info), "-o",
+                         str(model)]) == 0
+    det = LandmarkDetector(model, threads=1)
+    assert det.spec.dataset == "six copies of one photo"
+    assert det.spec.license == "test only"
+    assert det.spec.provenance["training"]["command"] == run["command"]
+    assert det.spec.crop_policy["keypoints"] == policy["keypoints"]
+    points = det(cv2.imread(str(EXAMPLE_IMAGE)))
+    assert points.shape == (68, 2) and np.isfinite(points).all()
+
+
+def test_info_is_checked(tmp_path: Path) -> None:
+    from pipdetect.convert import convert_checkpoint
+
+    with pytest.raises(ValueError, match="unknown keys"):
+        convert_checkpoint(tmp_path / "x.pth", tmp_path / "x.onnx", backbone="lite0",
+                           meanface="300W", info={"licence": "typo"})
+    with pytest.raises(ValueError, match="scheme"):
+        convert_checkpoint(tmp_path / "x.pth", tmp_path / "x.onnx", backbone="lite0",
+                           meanface="300W", scheme="nope")
+
