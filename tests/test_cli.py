@@ -340,10 +340,21 @@ def test_python_dash_m_pipdetect(model98, photos):
     check_document(json.loads(result.stdout))
 
 
-def test_no_model_says_how_to_get_one(photos, tmp_path):
+def test_without_model_the_bundled_default_runs_offline(photos, tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "PIPDETECT_CACHE": str(tmp_path / "cache")}
+           "HF_ENDPOINT": "http://127.0.0.1:9"}
     result = _subprocess([str(photos / "a.jpg")], env)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    check_document(doc)
+    assert doc["model"] == "pipnet-lite0-300w"
+    assert doc["num_landmarks"] == 68 and doc["scheme"] == "300w68"
+    assert not (tmp_path / "hf").exists()  # no cache touched
+
+
+def test_unpublished_zoo_model_offline_says_how_to_get_one(photos, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = _subprocess([str(photos / "a.jpg"), "-m", "pipnet-r18-wflw"], env)
     assert result.returncode == 2
     assert "pipdetect convert" in result.stderr and "--model" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""

@@ -184,10 +184,11 @@ def test_read_images_rgb_one_row_per_face(
 def test_zoo_name_is_downloaded_once_for_two_actors(
     ray_local: None, folder: Path, model_path: Path, expected: dict[str, Any], tmp_path: Path
 ) -> None:
-    from pipdetect.zoo import DEFAULT_MODEL, get_model_info
+    from pipdetect.zoo import get_model_info
 
+    zoo_name = "pipnet-r18-wflw"  # a zoo name (the default model is bundled, never fetched)
     data = model_path.read_bytes()
-    file = get_model_info(DEFAULT_MODEL).file
+    file = get_model_info(zoo_name).file
     manifest = {
         "manifest_version": 1,
         "files": {file: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
@@ -207,7 +208,7 @@ def test_zoo_name_is_downloaded_once_for_two_actors(
         ds = ray.data.read_binary_files(str(folder / "small.png"), include_paths=True, num_cpus=0)
         out = ds.map_batches(
             PipdetectPredictor,
-            fn_constructor_kwargs={"model": DEFAULT_MODEL},
+            fn_constructor_kwargs={"model": zoo_name},
             compute=ray.data.ActorPoolStrategy(size=2),
             num_cpus=1,
             batch_format="numpy",

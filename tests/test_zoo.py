@@ -104,7 +104,10 @@ def test_runtime_catalogue_is_the_models_catalogue() -> None:
 
 def test_list_models_matches_catalogue_and_presets() -> None:
     cat = json.loads((ROOT / "models/catalogue.json").read_text())
-    infos = zoo.list_models()
+    everything = zoo.list_models()
+    assert [i.name for i in everything if i.bundled] == list(zoo.BUNDLED)
+    assert everything[0].name == zoo.DEFAULT_MODEL  # the bundled default comes first
+    infos = [i for i in everything if not i.bundled]
     assert [i.name for i in infos] == [m["name"] for m in cat["models"]]
     assert len({i.name for i in infos}) == len(infos)
     assert len({i.file for i in infos}) == len(infos)
@@ -130,10 +133,16 @@ def test_list_models_matches_catalogue_and_presets() -> None:
     assert {i.num_landmarks for i in infos} == {98, 68, 29, 19, 106}
 
 
-def test_default_model_is_in_catalogue() -> None:
+def test_default_model_is_bundled_and_the_zoo_default_is_a_zoo_model() -> None:
     cat = json.loads((ROOT / "models/catalogue.json").read_text())
-    assert zoo.DEFAULT_MODEL == cat["default_model"]
-    assert zoo.get_model_info(zoo.DEFAULT_MODEL).name == zoo.DEFAULT_MODEL
+    info = zoo.get_model_info(zoo.DEFAULT_MODEL)
+    assert info.bundled and info.name == zoo.DEFAULT_MODEL
+    facts = json.loads((ROOT / "src/pipdetect/assets" / f"{zoo.DEFAULT_MODEL}.json").read_text())
+    path = zoo.bundled_path()
+    assert path.stat().st_size == facts["size"] == info.size
+    assert zoo.file_sha256(path) == facts["sha256"]
+    assert "research" in info.license.lower()
+    assert not zoo.get_model_info(cat["default_model"]).bundled
     assert cat["repo_id"] == zoo.DEFAULT_REPO_ID
 
 
@@ -228,11 +237,43 @@ def test_first_use_downloads_second_needs_no_network(
     assert again.read_bytes() == model_bytes[WFLW]
 
 
-def test_none_means_the_default_model(
-    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes]
+def test_none_and_the_default_name_mean_the_bundled_file_without_network(
+    env: Path, hub: HubStandIn
+) -> None:
+    assert zoo.resolve_model(None) == zoo.bundled_path()
+    assert zoo.resolve_model(zoo.DEFAULT_MODEL.upper()) == zoo.bundled_path()
+    assert hub.requests == []
+    assert not any(env.rglob("*.onnx"))
+
+
+def test_unreachable_hub_fails_fast_with_the_download_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No 23 s of retries: one refused connection, then the usual DownloadError."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match=r"could not download manifest\.json") as info:
+        zoo.resolve_model(WFLW, cache_dir=tmp_path / "hf" / "hub", offline=False)
+    assert time.perf_counter() - start < 5
+    assert "unreachable" in str(info.value) and "Check your connection" in str(info.value)
+
+
+def test_unreachable_hub_still_serves_a_cached_model(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish(hub, model_bytes)
-    assert zoo.resolve_model(None).read_bytes() == model_bytes[zoo.DEFAULT_MODEL]
+    first = zoo.resolve_model(WFLW)
+    hub.stop()
+    monkeypatch.setattr(zoo, "REACH_TIMEOUT", 1.0)
+    assert zoo.resolve_model(WFLW) == first
 
 
 @pytest.mark.parametrize("how", ["env", "argument", "constants"])

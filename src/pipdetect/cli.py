@@ -45,9 +45,11 @@ exit status: 0 all inputs done, 1 some input failed (reported and skipped),
 """
 
 _GET_A_MODEL = """\
-To get a model, either
+Without --model pipdetect uses its bundled default model (no network needed). For
+another model, either
   * pass --model with the path of a pipdetect .onnx file, or the name of a zoo model
-    (pipdetect --list-models; downloaded once from the Hugging Face Hub, then cached), or
+    (pipdetect --list-models; downloaded once from the Hugging Face Hub once the zoo is
+    published, which it is not yet), or
   * convert an official PIP-Net checkpoint yourself (no PyTorch needed):
       pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o model.onnx
     then run with --model model.onnx (see: pipdetect convert --help)."""
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "preview window; q or Esc quits. Needs a display")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--list-models", action="store_true",
-                   help="list the models of the zoo and exit")
+                   help="list the bundled default model and the zoo's names, and exit")
 
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="PATH", default=None,
@@ -112,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model and face detection")
     model.add_argument("-m", "--model", default=None, metavar="FILE|NAME",
-                       help="pipdetect .onnx file or zoo model name (default: the zoo's "
-                            "default model)")
+                       help="pipdetect .onnx file or model name (default: the bundled "
+                            "pipnet-lite0-300w, no network needed)")
     model.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="onnxruntime threads (default: one per core)")
     model.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
@@ -314,8 +316,9 @@ class _Run:
             return 2
         for info in list_models():
             nme = "" if info.nme is None else f"NME {info.nme:g}% ({info.nme_normalisation})"
-            print(f"{info.name:28} {info.num_landmarks:4d} points  {info.dataset:16} "
-                  f"{info.backbone:10} {nme}")
+            where = "bundled (default)" if info.bundled else "zoo, not yet published"
+            print(f"{info.name:28} {info.num_landmarks:4d} points  {info.dataset:20} "
+                  f"{info.backbone:18} {where:23} {nme}")
         return 0
 
     def _load_detector(self) -> LandmarkDetector | None:

@@ -99,7 +99,7 @@ class Face:
 class LandmarkDetector:
     """Finds faces and their PIP-Net landmarks.
 
-    >>> detector = LandmarkDetector("pipnet-r18-wflw.onnx")
+    >>> detector = LandmarkDetector()           # the bundled default model, offline
     >>> points = detector(image)            # (N, 2) float32, most prominent face
     >>> faces = detector.detect(image)      # every face, largest first
 
@@ -107,8 +107,9 @@ class LandmarkDetector:
     ----------
     model:
         Path to a pipdetect ``.onnx`` model file, or a model name from
-        :func:`pipdetect.list_models` (downloaded once, then cached); ``None`` for
-        the default model.
+        :func:`pipdetect.list_models`; ``None`` (or ``"pipnet-lite0-300w"``) for the
+        default model, which ships inside the package (68 points, no network).
+        Zoo names are downloaded once, then cached, when the zoo is published.
     threads:
         onnxruntime intra-op threads for this detector (``None``: one per core).
     score_threshold, nms_threshold:

@@ -1,4 +1,14 @@
-"""The model zoo: names of the converted official PIP-Net models, download on first use.
+"""Model names: the default model inside the package, and the zoo of official PIP-Net models.
+
+The default model (:data:`DEFAULT_MODEL`) is pipdetect's own PIP-Net, trained
+by ``training/train.py`` and shipped inside the wheel
+(``pipdetect/assets/pipnet-lite0-300w.onnx``, facts in
+``pipnet-lite0-300w.json``): it needs no network and no cache.
+
+The zoo names the official PIP-Net checkpoints converted with ``pipdetect
+convert``. They are downloaded on first use once someone holding the files
+publishes them; until then no zoo file is published and a zoo name fails with
+a message that says how to convert the checkpoint yourself.
 
 The catalogue of official checkpoints ships inside the package
 (``pipdetect/assets/zoo.json``, a copy of ``models/catalogue.json`` in the
@@ -32,6 +42,7 @@ never delete a file another one is checking.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import errno
 import hashlib
@@ -43,7 +54,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,16 +79,16 @@ __all__ = [
 
 logger = logging.getLogger("pipdetect")
 
-DEFAULT_MODEL = "pipnet-r18-wflw"
-"""The model ``LandmarkDetector()`` uses when given no model.
+DEFAULT_MODEL = "pipnet-lite0-300w"
+"""The model ``LandmarkDetector()`` uses when given no model: bundled, no network.
 
-PIP-Net ResNet-18 trained on WFLW: the authors' own demo model. WFLW is the
-largest and most varied of the training sets (10,000 faces with large poses,
-expressions, occlusion, make-up, blur and bad lighting), its 98 points include
-the contours of brows, eyes and lips and convert to the usual 68 points
-(:mod:`pipdetect.schemes`), and ResNet-18 is the fast one (about 49 MB, NME
-4.57 % against 4.31 % for ResNet-101).
+PIP-Net with an EfficientNet-Lite0 backbone (ImageNet weights), 68 points
+(``300w68``), trained by pipdetect on the 2,009 300-W training faces we hold
+(``training/README.md``). Research use only, like its training data.
 """
+
+BUNDLED = ("pipnet-lite0-300w",)
+"""Models inside the package: ``assets/<name>.onnx`` with its facts in ``assets/<name>.json``."""
 
 DEFAULT_REPO_ID = "pipdetect/pipnet"
 """Hub model repository holding the converted zoo (override: ``PIPDETECT_REPO``)."""
@@ -119,6 +130,8 @@ class ModelInfo:
     """Size of the ONNX file in bytes, once published; ``None`` until then."""
     license: str
     note: str | None = None
+    bundled: bool = False
+    """``True`` for a model inside the package (no download); ``False`` for the zoo."""
 
 
 @lru_cache(maxsize=1)
@@ -128,8 +141,24 @@ def _catalogue() -> dict[str, Any]:
     return data
 
 
+@cache
+def _bundled_facts(name: str) -> dict[str, Any]:
+    text = resources.files("pipdetect").joinpath("assets", f"{name}.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
 def _infos() -> dict[str, ModelInfo]:
     out = {}
+    for name in BUNDLED:
+        m = _bundled_facts(name)
+        out[name] = ModelInfo(
+            name=name, dataset=m["dataset"], backbone=m["backbone"],
+            num_landmarks=int(m["num_landmarks"]), file=m["file"], nme=m.get("nme"),
+            nme_normalisation=m.get("nme_normalisation") or "", benchmark=m.get("benchmark"),
+            training=m.get("training", "supervised"), size=m.get("size"), license=m["license"],
+            note=m.get("note"), bundled=True,
+        )
     for m in _catalogue()["models"]:
         out[m["name"]] = ModelInfo(
             name=m["name"],
@@ -149,9 +178,10 @@ def _infos() -> dict[str, ModelInfo]:
 
 
 def list_models() -> list[ModelInfo]:
-    """All models of the zoo, in catalogue order (by dataset, then backbone).
+    """Every model name: the bundled default first, then the zoo in catalogue order.
 
-    Nothing is downloaded: this reads the catalogue shipped with pipdetect.
+    Nothing is downloaded: this reads the facts shipped with pipdetect. Zoo
+    models (``bundled=False``) can be used once their files are published.
     """
     return list(_infos().values())
 
@@ -279,6 +309,8 @@ class _Request:
     offline: bool
     model_file: str
     """The zoo file the user asked for (error messages name it, not the manifest)."""
+    unreachable: str | None = None
+    """Why the Hub could not be reached (then only the cache is used), or ``None``."""
 
     @property
     def storage(self) -> Path:
@@ -372,7 +404,9 @@ def resolve_model(
     if _looks_like_path(name_or_path):
         return Path(name_or_path).expanduser()
     info = get_model_info(str(name_or_path))
-    req = _make_request(repo_id, revision, cache_dir, offline, info.file)
+    if info.bundled:
+        return bundled_path(info.name)
+    req = _check_reachable(_make_request(repo_id, revision, cache_dir, offline, info.file))
     with _exclusive(_lock_path(req, info.file)):
         manifest_path, records = _fetch_manifest(req)
         record = records.get(info.file)
@@ -394,6 +428,52 @@ def resolve_model(
             commit,
             lambda path: _check_file(path, record),
         )
+
+
+def bundled_path(name: str = DEFAULT_MODEL) -> Path:
+    """The file of a model inside the package (no network, no cache)."""
+    info = get_model_info(name)
+    if not info.bundled:
+        raise ModelNotFoundError(f"{info.name!r} is a zoo model, not one inside the package")
+    path = Path(str(resources.files("pipdetect").joinpath("assets", info.file)))
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"the bundled model file {path} is missing: this pipdetect installation is "
+            "incomplete; reinstall it (pip install --force-reinstall pipdetect)"
+        )
+    return path
+
+
+REACH_TIMEOUT = 3.0
+"""Seconds to wait for a TCP connection to the Hub (or the proxy) before giving up."""
+
+
+def _check_reachable(req: _Request) -> _Request:
+    """Fail fast, with the usual message, when the Hub cannot be reached at all.
+
+    ``huggingface_hub`` retries a failed connection five times with back-off
+    (about 23 s); one TCP connection attempt tells the same in at most
+    :data:`REACH_TIMEOUT` s. A cached file still wins: unreachable, the lookup
+    then continues offline from the cache. Behind an HTTPS proxy the proxy is
+    the one tried.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if req.offline:
+        return req
+    target = urlsplit(req.endpoint)
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    if proxy and target.scheme == "https":
+        target = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT):
+            return req
+    except OSError as exc:
+        reason = f"{host}:{port} is unreachable ({exc.strerror or exc})"
+    return dataclasses.replace(req, unreachable=reason)
 
 
 def _fetch_manifest(req: _Request) -> tuple[Path, dict[str, FileRecord]]:
@@ -459,7 +539,7 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
             filename,
             revision=revision,
             cache_dir=str(req.cache_dir),
-            local_files_only=req.offline,
+            local_files_only=req.offline or req.unreachable is not None,
             endpoint=req.endpoint,
             library_name="pipdetect",
             library_version=__version__,
@@ -473,7 +553,8 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
                 f"path of a model file. {req.by_hand()}"
             ) from None
         raise DownloadError(
-            f"could not download {filename} from {where}: {_cause(exc)}. The file would be "
+            f"could not download {filename} from {where}: {req.unreachable or _cause(exc)}. "
+            "The file would be "
             f"cached under {req.storage}. Check your connection (and HF_ENDPOINT). "
             f"{req.by_hand()}"
         ) from None
