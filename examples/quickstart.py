@@ -1,6 +1,6 @@
 """Quick start: find the landmarks on the bundled photo and draw them into a PNG.
 
-    python examples/quickstart.py                       # default model from the zoo
+    python examples/quickstart.py                       # the bundled default model, offline
     python examples/quickstart.py --model my.onnx       # a converted model file
     python examples/quickstart.py photo.jpg -o out.png
 
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import cv2
 
-from pipdetect import LandmarkDetector, PipdetectError
+from pipdetect import LandmarkDetector, PipdetectError, draw_faces
 
 HERE = Path(__file__).resolve().parent
 
 HOW_TO_GET_A_MODEL = """\
-pipdetect needs a PIP-Net model in its ONNX format. Either
-  * let it download the default model from the Hugging Face Hub (needs network), or
-  * convert an official PIP-Net checkpoint yourself (no PyTorch needed):
+Without --model pipdetect uses the default model inside the package. For another
+model, pass a pipdetect .onnx file, or convert an official PIP-Net checkpoint
+yourself (no PyTorch needed):
       pip install "pipdetect[convert]"
       pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o pipnet-r18-wflw.onnx
     then run: python examples/quickstart.py --model pipnet-r18-wflw.onnx"""
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", default=str(HERE / "astronaut.jpg"))
     parser.add_argument(
-        "--model", default=None, help="model file or zoo name (default: zoo default)"
+        "--model", default=None, help="model file or name (default: the bundled model)"
     )
     parser.add_argument("-o", "--output", default="out/quickstart.png", help="PNG to write")
     args = parser.parse_args(argv)
@@ -51,17 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     faces = detector.detect(image)
     print(f"{len(faces)} face(s) in {args.image} with model {detector.spec.name!r}")
     for i, face in enumerate(faces):
-        x1, y1, x2, y2 = (round(v) for v in face.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 200, 255), 1, cv2.LINE_AA)
-        radius = max(1, round((x2 - x1) / 80))
-        for x, y in face.landmarks:
-            cv2.circle(
-                image, (round(float(x)), round(float(y))), radius, (0, 255, 0), -1, cv2.LINE_AA
-            )
         print(f"  face {i}: box {face.box}, first landmark {face.landmarks[0].tolist()}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), image)
+    cv2.imwrite(str(out), draw_faces(image, faces, boxes=True))
     print(f"wrote {out}")
     return 0
 

@@ -29,6 +29,24 @@ def test_installed_package_ships_its_assets():
         assert (assets / name).is_file(), name
     meanfaces = {p.name for p in (assets / "meanface").iterdir()}
     assert {"WFLW.txt", "data_300W.txt", "COFW.txt", "AFLW.txt", "LaPa.txt"} <= meanfaces
+    assert (assets / "pipnet-lite0-300w.onnx").is_file()
+    assert (assets / "pipnet-lite0-300w.json").is_file()
+
+
+def test_wheel_holds_the_default_model_and_stays_small(tmp_path):
+    """The wheel ships the default model (<= 25 MB) and stays under 40 MB, without photos."""
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(tmp_path)], check=True,
+                   capture_output=True)
+    (wheel,) = tmp_path.glob("pipdetect-*.whl")
+    assert wheel.stat().st_size <= 40_000_000
+    with zipfile.ZipFile(wheel) as z:
+        sizes = {i.filename: i.file_size for i in z.infolist()}
+    assert sizes["pipdetect/assets/pipnet-lite0-300w.onnx"] <= 25_000_000
+    assert "pipdetect/assets/pipnet-lite0-300w.json" in sizes
+    assert not [n for n in sizes if n.endswith((".jpg", ".png", ".pts"))]
 
 
 def test_readme_commands_and_ci_agree():

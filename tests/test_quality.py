@@ -18,7 +18,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_clean():
     if shutil.which("ruff") is None:
         pytest.fail("ruff is not installed: pip install '.[test]'")
-    result = _run("ruff", "check", "src", "tests", "models", "examples")
+    result = _run("ruff", "check", "src", "tests", "models", "examples", "training")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
