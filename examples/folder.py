@@ -1,6 +1,6 @@
 """Process a folder of photos: landmarks of every face into one CSV, plus annotated copies.
 
-    python examples/folder.py photos/ -o out/                 # default model from the zoo
+    python examples/folder.py photos/ -o out/                 # the bundled default model
     python examples/folder.py photos/ -o out/ --model my.onnx
 
 Images go through the network in batches (``LandmarkDetector.detect_batch``); a file
