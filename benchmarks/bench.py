@@ -246,21 +246,6 @@ def dlib_pipeline() -> tuple[Any, str | None]:
 
 
 # ----------------------------------------------------------------------------- sections
-def _direct_form(path: Path) -> Path | None:
-    """The model with every convolution direct (pipdetect.convert.winograd.to_direct),
-    written next to it; ``None`` if the converter recorded no Winograd convolutions."""
-    import onnx
-
-    from pipdetect.convert.winograd import to_direct
-    from pipdetect.model import load_model
-
-    if not isinstance(load_model(path).spec.provenance.get("convolutions"), dict):
-        return None
-    out = path.with_name(f"{path.stem}-direct{path.suffix}")
-    onnx.save(to_direct(onnx.load(str(path))), str(out))
-    return out
-
-
 def session_variants(path: Path, threads: int | None) -> dict[str, Any]:
     """onnxruntime sessions with different options, for the tuning table."""
     import onnxruntime as ort
@@ -280,11 +265,8 @@ def session_variants(path: Path, threads: int | None) -> dict[str, Any]:
             options.enable_cpu_mem_arena = kw["arena"]
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    direct = _direct_form(path)
     return {
         "pipdetect (load_model)": load_model(path, threads=threads).session,
-        **({"direct convolutions (--direct-conv)": load_model(direct, threads=threads).session}
-           if direct is not None else {}),
         "onnxruntime defaults": ort.InferenceSession(str(path),
                                                      providers=["CPUExecutionProvider"]),
         "1 thread": make(threads=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -98,26 +99,19 @@ def test_outputs_stay_close_to_fp32(fp32_model, int8_model, astronaut):
         assert np.abs(fa - fb).max() < 0.05 * spread
 
 
-def test_quantises_a_winograd_model_in_direct_form(fp32_model, int8_model, tmp_path,
-                                                   astronaut):
-    """A model converted with Winograd convolutions is quantised from its direct form:
-    the same int8 graph (QDQ around a Conv) and the same outputs as from the direct model."""
-    from pipdetect.convert.winograd import to_winograd
-
-    wino, counts = to_winograd(onnx.load(str(fp32_model)))
-    assert counts["F(4x4,3x3)"] == 1  # the 3x3 trunk on the 8x8 map
-    wino_path = tmp_path / "wino.onnx"
-    onnx.save(wino, str(wino_path))
-    out = tmp_path / "wino-int8.onnx"
-    spec = quantize_model(wino_path, out, [astronaut, astronaut[:, ::-1]])
-    assert spec.provenance["convolutions"] == "direct"
-    graph = onnx.load(str(out)).graph
-    assert "MatMul" not in {n.op_type for n in graph.node}
-    assert any(n.op_type == "Conv" and n.name == "trunk" for n in graph.node)
-    x = calibration_batch(fp32_model, [astronaut])
-    a, b = load_model(out).run(x), load_model(int8_model).run(x)
-    for got, expected in zip(a, b, strict=True):
-        np.testing.assert_allclose(got, expected, atol=0.02 * float(np.abs(expected).max()))
+def test_refuses_a_winograd_model(fp32_model, tmp_path, astronaut):
+    """A file an older converter wrote in Winograd form (provenance records it) is
+    refused with the way out: convert the checkpoint again (plain convolutions)."""
+    spec = load_model(fp32_model).spec
+    model = onnx.load(str(fp32_model))
+    del model.metadata_props[:]
+    old = dataclasses.replace(spec, provenance={
+        **spec.provenance, "convolutions": {"winograd": {"F(4x4,3x3)": 1}}})
+    for key, value in old.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp_path / "wino.onnx"))
+    with pytest.raises(ValueError, match=r"Winograd.*convert the checkpoint again"):
+        quantize_model(tmp_path / "wino.onnx", tmp_path / "w8.onnx", [astronaut])
 
 
 def test_all_int8_heads_option(fp32_model, tmp_path, astronaut):

@@ -69,7 +69,7 @@ def convert(run: Path, out: Path, info: dict[str, Any], name: str, backbone: str
         code = convert_main([
             str(run / "final.pth"), "--backbone", backbone, "--meanface", "300W",
             "--scheme", "300w68", "--crop-policy", str(run / "crop_policy.json"),
-            "--info", str(info_path), "--name", name, "--direct-conv", "-o", str(out),
+            "--info", str(info_path), "--name", name, "-o", str(out),
         ])
     if code != 0:
         raise SystemExit(f"pipdetect convert failed ({code})")

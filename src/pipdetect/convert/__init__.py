@@ -13,7 +13,6 @@ with ``pip install 'pipdetect[convert]'``. Command line: ``pipdetect convert``.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -211,7 +210,6 @@ def convert_checkpoint(
     stride: int = 32,
     input_size: int | tuple[int, int] = 256,
     crop_policy: str | PathLike | dict[str, Any] | CropPolicy | None = None,
-    winograd: bool = True,
     scheme: str | None = None,
     info: PathLike | dict[str, Any] | None = None,
 ) -> ModelSpec:
@@ -248,11 +246,6 @@ def convert_checkpoint(
         Preset name whose crop policy to store (default: the dataset's; 300W's for
         a custom mean face), a ``.json`` file holding one (as ``training/train.py``
         writes), or a :class:`~pipdetect.crop.CropPolicy` / its dict.
-    winograd:
-        Store the 3x3 convolutions that gain from it in Winograd form
-        (:mod:`pipdetect.convert.winograd`): the same function to ~1e-5, ResNet-18
-        1.14-1.18x faster on a CPU, file about twice as large. ``False`` writes every
-        convolution directly (smallest file). Recorded in ``provenance["convolutions"]``.
     scheme:
         Landmark scheme of a custom model (``"300w68"`` ...; see
         :mod:`pipdetect.schemes`); default ``"custom"``, or the dataset's.
@@ -367,15 +360,6 @@ def convert_checkpoint(
     doc = (f"PIP-Net {backbone}, stride {stride}, {L} landmarks, num_nb {K}; converted by "
            f"pipdetect from {src.name}. Licence: {spec.license}")
     model = build_graph(arch, state, size, spec.to_metadata(), doc=doc)
-    if winograd:
-        from .winograd import to_winograd
-
-        model, counts = to_winograd(model)
-        if counts["F(4x4,3x3)"] or counts["F(2x2,3x3)"]:
-            spec = dataclasses.replace(spec, provenance={
-                **spec.provenance, "convolutions": {"winograd": counts}})
-            del model.metadata_props[:]
-            onnx.helper.set_model_props(model, spec.to_metadata())
     _write_atomically(onnx, model, out)
     return spec
 

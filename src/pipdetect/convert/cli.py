@@ -78,10 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="facts about a model you trained, stored in its metadata: a JSON "
                              "object with dataset (text), license (text), accuracy (object) "
                              "and training (object: command, commit, data)")
-    parser.add_argument("--direct-conv", action="store_true",
-                        help="keep every convolution in direct form (file about half the "
-                             "size, ResNet about 1.1x slower); by default the 3x3 "
-                             "convolutions that gain from it are stored in Winograd form")
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="also write an int8 model, <output stem>-int8.onnx (onnxruntime "
                              "static quantisation; about 2.5x faster on CPUs with VNNI, see "
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             backbone=args.backbone, dataset=args.dataset, meanface=args.meanface,
             num_nb=args.num_nb, name=args.name, stride=args.stride,
             input_size=args.input_size, crop_policy=args.crop_policy,
-            winograd=not args.direct_conv, scheme=args.scheme, info=args.info,
+            scheme=args.scheme, info=args.info,
         )
         if args.quantize:
             from .quantize import quantize_model

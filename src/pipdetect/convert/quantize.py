@@ -176,19 +176,18 @@ def quantize_model(
     spec = load_model(src).spec
     if spec.provenance.get("quantization"):
         raise ValueError(f"{src} is already quantised; quantise the fp32 model instead")
+    if isinstance(spec.provenance.get("convolutions"), dict):
+        raise ValueError(
+            f"{src} stores Winograd convolutions (written by an older pipdetect convert); "
+            "convert the checkpoint again, which now writes plain convolutions, and quantise that"
+        )
     batch = calibration_batch(src, calibration, max_faces=max_faces)
 
-    from .winograd import to_direct
-
-    # int8 works on direct convolutions: undo a Winograd form (exact to float32 rounding).
-    direct = to_direct(onnx.load(str(src)))
-    heads = [n.name for n in direct.graph.node if set(n.output) & set(OUTPUT_NAMES)]
+    heads = [n.name for n in onnx.load(str(src)).graph.node if set(n.output) & set(OUTPUT_NAMES)]
     with tempfile.TemporaryDirectory(prefix="pipdetect-quant-") as tmp:
-        source = Path(tmp) / "direct.onnx"
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
-        onnx.save_model(direct, str(source))
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(quantized),
@@ -208,7 +207,6 @@ def quantize_model(
         name=f"{spec.name}-int8",
         provenance={
             **spec.provenance,
-            "convolutions": "direct",
             "quantization": _record(batch, keep_heads_fp32, reduce_range),
         },
     )
