@@ -144,3 +144,80 @@ def test_threads_argument(known_model):
 
 def test_format_version_is_one():
     assert FORMAT_VERSION == 1
+
+
+# ------------------------------------------------ the CPU, for int8 files (pipdetect._cpu)
+@pytest.fixture
+def fake_cpu(monkeypatch, tmp_path):
+    """Point pipdetect._cpu at a made-up /proc/cpuinfo and machine."""
+    import pipdetect._cpu as cpu
+
+    def use(flags: str | None, machine: str = "x86_64", model: str = "Test CPU") -> None:
+        text = (f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\n"
+                if flags is not None else "processor\t: 0\n")
+        (tmp_path / "cpuinfo").write_text(text)
+        real = cpu.Path
+        monkeypatch.setattr(cpu, "Path", lambda p: tmp_path / "cpuinfo"
+                            if str(p) == "/proc/cpuinfo" else real(p))
+        monkeypatch.setattr(cpu.platform, "machine", lambda: machine)
+        cpu._flags_and_model.cache_clear()
+
+    yield use
+    cpu._flags_and_model.cache_clear()
+
+
+@pytest.mark.parametrize("flags, machine, saturates", [
+    ("fpu sse4_1 avx avx2 fma", "x86_64", True),  # AVX2 only (AMD Zen 1-3, Haswell)
+    ("avx2 avx512f avx512bw", "x86_64", True),  # AVX-512 without VNNI (Skylake-SP)
+    ("avx2 avx512f avx512bw avx512_vnni", "x86_64", False),  # Cascade Lake, Zen 4
+    ("avx2 avx_vnni", "x86_64", False),  # Alder Lake
+    ("avx2 avx512_vnni amx_int8", "x86_64", False),  # Sapphire Rapids
+    ("fp asimd asimddp", "aarch64", False),  # Arm64: NEON kernels widen, no saturation
+    (None, "x86_64", None),  # flags unknown: nothing claimed
+])
+def test_u8s8_saturation_is_told_from_the_cpu_flags(fake_cpu, flags, machine, saturates):
+    from pipdetect._cpu import cpu_info, cpu_summary, u8s8_saturates
+
+    fake_cpu(flags, machine)
+    assert u8s8_saturates() is saturates
+    info = cpu_info()
+    assert info["int8_u8s8_saturates"] is saturates
+    assert info["model"] == ("Test CPU" if flags is not None else info["model"])
+    assert info["cores"] and info["onnxruntime"]
+    if flags is None:
+        assert info["avx2"] is None and "flags unknown" in cpu_summary(info)
+    else:
+        assert info["avx2"] is ("avx2" in flags)
+        assert info["vnni"] is ("vnni" in flags) and info["avx512"] is ("avx512f" in flags)
+        assert ("no VNNI" in cpu_summary(info)) is (machine == "x86_64" and "vnni" not in flags)
+
+
+@pytest.mark.parametrize("record, full_range", [
+    (None, False),
+    ({"type": "int8", "weights": "int8 per output channel"}, True),  # before reduce_range
+    ({"type": "int8", "weights": "int8 per output channel (7-bit range)"}, False),
+    ({"type": "int8", "reduce_range": False, "weights": "..."}, True),
+    ({"type": "int8", "reduce_range": True, "weights": "..."}, False),
+    ({"type": "fp16"}, False),
+])
+def test_which_int8_records_are_full_range(fake_cpu, record, full_range):
+    from pipdetect._cpu import full_range_int8, int8_warning
+
+    assert full_range_int8(record) is full_range
+    fake_cpu("avx2")  # no VNNI: the warning is given exactly for full-range weights
+    message = int8_warning(record, "m.onnx")
+    assert (message is not None) is full_range
+    if message:
+        assert message.startswith("m.onnx: ") and "Test CPU" in message
+        assert "pipdetect convert --quantize int8" in message and "fp32 model" in message
+    fake_cpu("avx2 avx512_vnni")
+    assert int8_warning(record, "m.onnx") is None
+
+
+def test_this_cpu_is_described():
+    from pipdetect._cpu import cpu_info, cpu_summary
+
+    info = cpu_info()
+    assert {"model", "machine", "cores", "avx2", "avx512", "vnni", "amx", "neon",
+            "int8_u8s8_saturates", "onnxruntime"} <= set(info)
+    assert info["onnxruntime"] in cpu_summary(info)

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,6 +339,11 @@ def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None
         raise ModelFormatError(f"{path}: pipdetect metadata is not valid JSON ({exc})") from None
     spec = ModelSpec.from_dict(data, source)
     _check_io(session, spec, source)
+    from ._cpu import int8_warning  # full-range int8 weights on an x86 CPU without VNNI
+
+    warning = int8_warning(spec.provenance.get("quantization"), source)
+    if warning:
+        warnings.warn(warning, RuntimeWarning, stacklevel=3)
     return LoadedModel(session=session, spec=spec, path=path)
 
 

@@ -12,6 +12,22 @@ What it does, and why (numbers in ``benchmarks/README.md``):
   ``QLinearConv`` and ResNet-18 runs about 2.5x faster than fp32. *Dynamic*
   quantisation (no calibration) turns convolutions into ``ConvInteger``, which
   onnxruntime runs slower than fp32 on CPU; it is not offered.
+* **7-bit weights** (onnxruntime's ``reduce_range=True``: every weight in
+  [-64, 64], per output channel), so the model is exact on every CPU. On x86
+  CPUs *without* VNNI (AVX2-only ones, AMD Zen 1-3 among them, and AVX-512
+  CPUs without VNNI) onnxruntime's uint8 x int8 kernels add each pair of
+  products in saturating int16 (``vpmaddubsw``): with 8-bit weights a pair
+  reaches 255 * 127 * 2 = 64770 and is clipped to 32767, and on an AVX2-only
+  EPYC the test network's outputs came out 15.6 % of their range off, against
+  1.1 % with 7-bit weights, whose pairs stay within 255 * 64 * 2 = 32640.
+  VNNI, AMX and Arm64 (NEON) kernels accumulate in 32 bits and never
+  saturate; there the 7-bit weights cost a little precision (numbers in
+  ``benchmarks/README.md``) and no speed. The alternatives were worse for a
+  file that must run anywhere: uint8 weights (U8U8 kernels) are slower on
+  every x86 CPU, and onnxruntime's ``session.x64quantprecision`` option fixes
+  only the sessions that set it. ``reduce_range=False`` is still available,
+  for models that only run on VNNI or Arm CPUs; pipdetect warns when such a
+  file is loaded on an x86 CPU without VNNI.
 * The five 1x1 output heads stay fp32 (``keep_heads_fp32``): they are ~3 % of
   the compute, and quantising their outputs would round the score maps to 256
   levels, turning near-ties between cells into argmax flips (whole-cell jumps).
@@ -21,12 +37,10 @@ What it does, and why (numbers in ``benchmarks/README.md``):
   model will see (a few dozen faces are enough).
 
 The result is a normal pipdetect model (float input and outputs, same metadata
-with ``-int8`` appended to the name and the quantisation recorded under
-``provenance["quantization"]``); :class:`~pipdetect.LandmarkDetector` loads it
-unchanged. Needs ``onnx`` (``pip install 'pipdetect[convert]'``).
-
-On x86 CPUs *without* VNNI, onnxruntime's uint8 x int8 kernels can saturate;
-``reduce_range=True`` (7-bit weights) avoids that at a small accuracy cost.
+with ``-int8`` appended to the name and the quantisation, its weight range
+included, recorded under ``provenance["quantization"]``);
+:class:`~pipdetect.LandmarkDetector` loads it unchanged. Needs ``onnx``
+(``pip install 'pipdetect[convert]'``).
 """
 
 from __future__ import annotations
@@ -143,18 +157,22 @@ def quantize_model(
     calibration: Iterable[ImageInput],
     *,
     keep_heads_fp32: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     max_faces: int = 256,
 ) -> ModelSpec:
     """Write an int8 (static, QDQ) version of the fp32 pipdetect model ``model`` to ``output``.
 
     ``calibration``: photos with faces (BGR arrays, image files or folders; see
     :func:`calibration_batch`). ``keep_heads_fp32`` leaves the five output
-    convolutions in float; ``reduce_range`` quantises weights to 7 bits (for
-    x86 CPUs without VNNI). Returns the spec stored in the new file.
+    convolutions in float; ``reduce_range`` (default) quantises weights to 7 bits,
+    [-64, 64], which makes the model exact on x86 CPUs without VNNI too (see the
+    module's docstring); ``False`` uses the full 8 bits, accurate only on CPUs with
+    VNNI, AMX or on Arm. Returns the spec stored in the new file.
 
     Raises :class:`~pipdetect.errors.ModelFormatError` if ``model`` is not a
-    pipdetect model, :class:`~pipdetect.errors.NoFaceError` if the calibration
+    pipdetect model, :class:`ValueError` if it is already quantised or stores
+    Winograd convolutions (an older converter's form: convert the checkpoint
+    again), :class:`~pipdetect.errors.NoFaceError` if the calibration
     photos hold no face, :class:`ImportError` without ``onnx``.
     """
     from onnxruntime.quantization import (
@@ -224,16 +242,28 @@ def quantize_model(
     return new_spec
 
 
+WEIGHT_RANGE = {True: (-64, 64), False: (-127, 127)}
+"""int8 weight range by ``reduce_range`` (onnxruntime's symmetric per-channel ranges)."""
+
+
 def _record(batch: np.ndarray, keep_heads_fp32: bool, reduce_range: bool) -> dict[str, Any]:
     import onnxruntime
 
+    low, high = WEIGHT_RANGE[reduce_range]
     return {
         "type": "int8",
         "method": "onnxruntime static quantisation, QDQ, min/max calibration",
         "weights": "int8 per output channel" + (" (7-bit range)" if reduce_range else ""),
+        "reduce_range": reduce_range,
+        "weight_range": [low, high],
         "activations": "uint8 per tensor",
+        "accurate_on": (
+            "every CPU: x86 with or without VNNI (u8s8 pair sums <= 255*64*2 = 32640 fit "
+            "int16), Arm64" if reduce_range else
+            "x86 CPUs with VNNI or AMX, and Arm64; NOT x86 CPUs without VNNI (AVX2-only, "
+            "AVX-512 without VNNI), whose u8s8 kernels saturate int16 pair sums"
+        ),
         "heads": "fp32" if keep_heads_fp32 else "int8",
         "calibration_crops": len(batch),
         "onnxruntime_version": onnxruntime.__version__,
     }
-
