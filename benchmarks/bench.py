@@ -354,6 +354,9 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
         per_face["int8_speedup_box"] = round(ratio(s["box"], s["int8_box"]), 3)
         result["int8_drift"] = _drift(det, session, session8, drift_photos)
         result["int8_file_mb"] = round(int8_path.stat().st_size / 1e6, 1)
+        q = load_model(int8_path).spec.provenance["quantization"]
+        result["int8_weights"] = {"reduce_range": q.get("reduce_range"),
+                                  "weight_range": q.get("weight_range")}
     result["per_face_ms"] = per_face
 
     # -- batches -----------------------------------------------------------------------
@@ -651,6 +654,18 @@ def markdown(report: dict[str, Any]) -> str:
                  f"{meta['rounds']} interleaved rounds; load average before / after "
                  f"{report['load_average_before_after']}.")
     lines.append("")
+    cpu = meta.get("cpu_info", {})
+
+    def flag(key: str) -> str:
+        return {True: "yes", False: "no"}.get(cpu.get(key), "unknown")
+
+    lines.append("| CPU | cores | AVX2 | AVX-512 | VNNI | AMX | int8 u8s8 kernels saturate "
+                 "| onnxruntime |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append(f"| {meta['cpu']} | {meta['cores']} | {flag('avx2')} | {flag('avx512')} | "
+                 f"{flag('vnni')} | {flag('amx')} | {flag('int8_u8s8_saturates')} | "
+                 f"{meta['onnxruntime']} |")
+    lines.append("")
     models = report["models"]
     lines.append("**Per face, batch 1 (ms)**")
     lines.append("")
@@ -771,14 +786,9 @@ def environment(args: argparse.Namespace, rounds: int) -> dict[str, Any]:
     import cv2
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pipdetect._cpu import cpu_info, cpu_summary
+
+    info = cpu_info()  # model name, cores, AVX2 / AVX-512 / VNNI / AMX flags, onnxruntime
     versions = {}
     for mod in ("torch", "dlib"):
         if importlib.util.find_spec(mod) is not None:
@@ -786,7 +796,8 @@ def environment(args: argparse.Namespace, rounds: int) -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "cpu": info["model"], "cores": info["cores"], "cpu_info": info,
+        "cpu_summary": cpu_summary(info), "python": platform.python_version(),
         "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
         "opencv": cv2.__version__, **versions, "quick": args.quick, "rounds": rounds,
         "block_s": args.block, "threads": args.threads, "torch_threads": args.torch_threads,

@@ -28,6 +28,14 @@ def test_quick_run_writes_the_report(tmp_path, wflw_meanface):
     report = json.loads(out.read_text())
     assert {"meta", "models", "photos", "cold_start", "memory", "targets", "markdown"} <= set(
         report)
+    meta = report["meta"]  # every figure names the CPU it was measured on
+    cpu = meta["cpu_info"]
+    assert {"model", "cores", "avx2", "avx512", "vnni", "amx", "int8_u8s8_saturates",
+            "onnxruntime"} <= set(cpu)
+    assert cpu["model"] == meta["cpu"] and cpu["cores"] == meta["cores"] >= 1
+    assert cpu["onnxruntime"] == meta["onnxruntime"] and meta["cpu_summary"]
+    assert "| CPU | cores | AVX2 | AVX-512 | VNNI | AMX |" in report["markdown"]
+    assert f"| {meta['cpu']} | {meta['cores']} |" in done.stdout
     result = report["models"]["tiny"]
     per_face = result["per_face_ms"]
     for key in ("raw", "raw_ort_defaults", "box", "decoder_b1", "decoder_b64",
@@ -37,6 +45,7 @@ def test_quick_run_writes_the_report(tmp_path, wflw_meanface):
     assert set(result["batches"]) == {"1", "4", "16", "64"}
     assert all(v["pipdetect_faces_per_s"] > 0 for v in result["batches"].values())
     assert result["int8_drift"]["faces"] >= 1
+    assert result["int8_weights"] == {"reduce_range": True, "weight_range": [-64, 64]}
     photos = report["photos"]["photos"]
     assert len(photos) == 4 and all(row["tiny"]["ms"] > 0 for row in photos.values())
     assert photos["640x480, 1 face"]["tiny"]["faces"] == 1
