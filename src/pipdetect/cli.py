@@ -290,7 +290,7 @@ class _Run:
             return 2
         self.det = det
         try:
-            self.subset_scheme = det._output_scheme(opts.points)
+            self.subset_scheme = det.output_scheme(opts.points)
         except ValueError as exc:
             self.console.error(f"--points {opts.points}: {exc}")
             return 2

@@ -1,5 +1,13 @@
 """LandmarkDetector: image -> faces -> crops -> model -> maps -> landmarks -> image pixels.
 
+Each arrow is a stage with a public method (the stage API, declared by
+:class:`pipdetect.stages.Stages`): :meth:`LandmarkDetector.output_scheme`,
+:meth:`~LandmarkDetector.find_faces` / :meth:`~LandmarkDetector.given_faces`,
+:meth:`~LandmarkDetector.make_crops`, :meth:`~LandmarkDetector.run_network` and
+:meth:`~LandmarkDetector.build_faces`. :meth:`LandmarkDetector.detect_batch` runs
+them in order; :class:`pipdetect.track.Tracker`, the command line and
+:mod:`pipdetect.results` call them one by one and use nothing private.
+
 Coordinates returned by this module are float32 pixel coordinates of the
 original image: x to the right, y down, pixel centres at integer values
 (OpenCV convention), so ``image[int(round(y)), int(round(x))]`` is the pixel
@@ -10,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +28,7 @@ from .errors import InvalidBoxError, InvalidImageError, NoFaceError
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
 from .schemes import conversion_indices, scheme_for
+from .stages import CropLandmarks, Face, FaceBoxes, OutputScheme
 
 if TYPE_CHECKING:  # pragma: no cover
     from .track import FrameFaces
@@ -28,72 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Face", "LandmarkDetector"]
 
 Box = Sequence[float]
-
-
-@dataclass(frozen=True, eq=False)
-class Face:
-    """One face and its landmarks, all in original-image pixels.
-
-    Arrays are read-only. ``box`` is the face detector's box (or the box you
-    passed), ``crop`` the region actually fed to the model, both
-    ``(x1, y1, x2, y2)``; ``score`` is the face detector's confidence in [0, 1]
-    (1.0 for boxes you passed); ``scores`` the model's per-landmark confidence
-    (PIP-Net's raw heatmap score, roughly in [0, 1], higher is surer).
-
-    ``scheme`` names the landmarks' meaning (see :mod:`pipdetect.schemes`;
-    ``"custom"`` for models pipdetect cannot name); ``track_id`` is set on faces
-    returned by :meth:`LandmarkDetector.track` / :class:`pipdetect.track.Tracker`
-    (the same number for the same face across frames), ``None`` otherwise. On a
-    frame where a tracked face was followed rather than detected, ``box`` is the
-    bounding box of its (unsmoothed) landmarks and ``score`` its tracking
-    confidence (:attr:`confidence` of the unsmoothed result, clipped to [0, 1]).
-    """
-
-    landmarks: np.ndarray
-    """(N, 2) float32, x and y in image pixels."""
-    scores: np.ndarray
-    """(N,) float32 per-landmark confidence."""
-    box: tuple[float, float, float, float]
-    crop: tuple[float, float, float, float]
-    score: float
-    scheme: str = "custom"
-    track_id: int | None = None
-
-    @property
-    def confidence(self) -> float:
-        """Mean per-landmark score: how sure the model is about this face as a whole."""
-        return float(np.mean(self.scores)) if self.scores.size else 0.0
-
-    def part(self, name: str) -> np.ndarray:
-        """Landmarks (n, 2) of a named part, e.g. ``"left_eye"`` (the subject's left).
-
-        Names and conventions: :mod:`pipdetect.schemes`. Raises :class:`KeyError`
-        for a name the scheme lacks, :class:`ValueError` for ``"custom"`` models.
-        """
-        from .schemes import SCHEMES
-
-        scheme = SCHEMES.get(self.scheme)
-        if scheme is None or scheme.num_points != len(self.landmarks):
-            raise ValueError(
-                f"this face's landmarks follow the {self.scheme!r} scheme, which has no named "
-                "parts; named parts need a model whose metadata names its scheme "
-                "(wflw98, 300w68, cofw29, aflw19, lapa106)"
-            )
-        return scheme.part(self.landmarks, name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict: box, crop, score, landmarks [[x, y], ...], scores,
-        and ``track_id`` for tracked faces. Coordinates rounded to 1/1000 pixel."""
-        out: dict[str, Any] = {
-            "box": [round(float(v), 3) for v in self.box],
-            "crop": [round(float(v), 3) for v in self.crop],
-            "score": round(float(self.score), 5),
-            "landmarks": np.round(self.landmarks.astype(np.float64), 3).tolist(),
-            "scores": np.round(self.scores.astype(np.float64), 5).tolist(),
-        }
-        if self.track_id is not None:
-            out["track_id"] = int(self.track_id)
-        return out
 
 
 class LandmarkDetector:
@@ -286,16 +228,17 @@ class LandmarkDetector:
                 f"boxes must hold one entry (boxes or None) per image: got {len(boxes)} "
                 f"entries for {len(imgs)} images"
             )
-        scheme, subset = self._output_scheme(points)
-        found = []
-        for i, img in enumerate(imgs):
-            given = None if boxes is None else boxes[i]
-            found.append(self._user_boxes(given, img) if given is not None
-                         else self._detections(img))
-        results = self._run_crops([(img, f[2]) for img, f in zip(imgs, found, strict=True)])
+        output = self.output_scheme(points)
+        found = [
+            self.find_faces(img) if boxes is None or boxes[i] is None
+            else self.given_faces(boxes[i], img)
+            for i, img in enumerate(imgs)
+        ]
+        crops = [self.make_crops(f) for f in found]
+        results = self.run_network(list(zip(imgs, crops, strict=True)))
         return [
-            self._make_faces(pix, sc, f[0], f[1], f[2], scheme, subset)
-            for (pix, sc), f in zip(results, found, strict=True)
+            self.build_faces(lm, f.boxes, f.scores, c, output)
+            for lm, f, c in zip(results, found, crops, strict=True)
         ]
 
     def track(
@@ -363,55 +306,86 @@ class LandmarkDetector:
         points, _ = self._landmarks(batch)
         return (points * sizes[:, None, :]).astype(np.float32)
 
-    # ----------------------------------------------------------------- private
-    def _find_faces(self, img: np.ndarray) -> Any:
+    # ------------------------------------------------------------------- stages
+    # The stage API (declared in pipdetect.stages.Stages): what detect_batch runs in
+    # order, and what Tracker, the command line and pipdetect.results call one by one.
+    @property
+    def max_faces(self) -> int | None:
+        """At most this many faces per image are kept (largest first); ``None``: all."""
+        return self._max_faces
+
+    def output_scheme(self, points: int | str | None) -> OutputScheme:
+        """Stage 0: the scheme results are returned in, for ``points`` as :meth:`detect`
+        takes it (``None`` or the model's own count: the model's scheme, all landmarks).
+
+        Raises :class:`ValueError` when the model's landmarks cannot be converted.
+        """
+        if points is None:
+            return OutputScheme(self._scheme, None)
+        if isinstance(points, (int, np.integer)) and not isinstance(points, bool) and (
+            int(points) == self.num_landmarks
+        ):
+            return OutputScheme(self._scheme, None)
+        name, indices = conversion_indices(self._scheme, points)
+        return OutputScheme(name, indices)
+
+    def find_faces(self, image: np.ndarray) -> FaceBoxes:
+        """Stage 1: faces the face detector (YuNet) finds in ``image`` ((H, W, 3) uint8 BGR).
+
+        Boxes ``(x1, y1, x2, y2)`` and keypoints in original-image pixels, largest
+        box first (ties: higher score first), at most :attr:`max_faces`. The image is
+        downscaled to ``detection_size`` for the face detector only.
+        """
         if self._finder is None:
             from .faces import FaceFinder
 
             self._finder = FaceFinder(**self._face_options)
-        return self._finder.find(img)
-
-    def _detections(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Faces found by the face detector: boxes, scores, crops; largest first, capped."""
-        found = self._find_faces(img)
+        found = self._finder.find(image)
         face_boxes, scores = found.boxes, found.scores
         if len(face_boxes) == 0:
-            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4))
+            return FaceBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
         order = np.lexsort((-scores, -area))
         if self._max_faces is not None:
             order = order[: self._max_faces]
-        face_boxes, scores = face_boxes[order], scores[order]
-        return face_boxes, scores, self._policy.crops(face_boxes, found.keypoints[order])
+        return FaceBoxes(face_boxes[order], scores[order], found.keypoints[order])
 
-    def _user_boxes(
-        self, boxes: Any, img: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes the caller passed: validated, score 1, crops by the box-only policy."""
+    def given_faces(self, boxes: Any, image: np.ndarray) -> FaceBoxes:
+        """Stage 1, for boxes a caller passed: one (4,) or several (n, 4)
+        ``(x1, y1, x2, y2)`` pixels of ``image``, kept in the order given, score 1.0.
+
+        Raises :class:`~pipdetect.errors.InvalidBoxError` for a malformed box, a box
+        entirely outside the image, or one more than :data:`MAX_BOX_FACTOR` times
+        the image's size.
+        """
         face_boxes = as_boxes(boxes, "boxes")
-        _check_overlap(face_boxes, img.shape)
-        return face_boxes, np.ones(len(face_boxes)), self._policy.crops(face_boxes)
+        _check_overlap(face_boxes, image.shape)
+        return FaceBoxes(face_boxes, np.ones(len(face_boxes)), None)
 
-    def _output_scheme(self, points: int | str | None) -> tuple[str, np.ndarray | None]:
-        """The scheme faces are returned in, and the landmark indices to keep (or None)."""
-        if points is None:
-            return self._scheme, None
-        if isinstance(points, (int, np.integer)) and not isinstance(points, bool) and (
-            int(points) == self.num_landmarks
-        ):
-            return self._scheme, None
-        return conversion_indices(self._scheme, points)
+    def make_crops(self, faces: FaceBoxes) -> np.ndarray:
+        """Stage 2: the crops (n, 4) float64 ``(x1, y1, x2, y2)`` image pixels fed to the
+        network, by the model's crop policy (:class:`~pipdetect.crop.CropPolicy`): from
+        box and keypoints for detections, from the box alone for boxes passed. Crops are
+        axis-aligned, not necessarily square, and may reach outside the image."""
+        if len(faces.boxes) == 0:
+            return np.zeros((0, 4))
+        return self._policy.crops(faces.boxes, faces.keypoints)
 
-    def _run_crops(
+    def run_network(
         self, items: Sequence[tuple[np.ndarray, np.ndarray]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Landmarks of crops (n_i, 4) of several images, through the network together.
+    ) -> list[CropLandmarks]:
+        """Stage 3: landmarks for ``(image, crops)`` pairs, the crops (n_i, 4) of all
+        images through the network together (chunks of :attr:`batch_size`).
 
-        Returns per item pixels (n_i, L, 2) float64 in image pixels and scores (n_i, L).
+        Each crop is warped (bilinear, black padding) to the model input, run, decoded
+        (:class:`~pipdetect.decode.PIPDecoder`) and mapped back to its image: per pair,
+        points (n_i, L, 2) float64 in original-image pixels and scores (n_i, L).
         """
         counts = [len(crops) for _, crops in items]
         if sum(counts) == 0:
-            empty = (np.zeros((0, self.num_landmarks, 2)), np.zeros((0, self.num_landmarks)))
+            empty = CropLandmarks(
+                np.zeros((0, self.num_landmarks, 2)), np.zeros((0, self.num_landmarks))
+            )
             return [empty for _ in items]
         batch = np.concatenate(
             [warp_crops(img, crops, self.spec.input_size) for img, crops in items if len(crops)]
@@ -421,21 +395,28 @@ class LandmarkDetector:
         start = 0
         for (_, crops), n in zip(items, counts, strict=True):
             pix = crops_to_image(points[start : start + n], crops)
-            out.append((pix, lm_scores[start : start + n]))
+            out.append(CropLandmarks(pix, lm_scores[start : start + n]))
             start += n
         return out
 
-    def _make_faces(
+    def build_faces(
         self,
-        pixels: np.ndarray,
-        lm_scores: np.ndarray,
+        landmarks: CropLandmarks,
         boxes: np.ndarray,
-        scores: np.ndarray,
+        box_scores: np.ndarray,
         crops: np.ndarray,
-        scheme: str,
-        subset: np.ndarray | None,
+        output: OutputScheme,
         track_ids: Sequence[int] | None = None,
     ) -> list[Face]:
+        """Stage 4: :class:`Face` objects for n faces in ``output``'s scheme.
+
+        ``landmarks``: points (n, L, 2) image pixels and scores (n, L), as
+        :meth:`run_network` returns them (a tracker passes smoothed points);
+        ``boxes`` (n, 4), ``box_scores`` (n,) and ``crops`` (n, 4) as in
+        :class:`Face`; ``track_ids`` (n,) or ``None``. Arrays become read-only float32.
+        """
+        pixels, lm_scores = landmarks
+        subset = output.indices
         faces = []
         for i in range(len(crops)):
             lm = pixels[i].astype(np.float32)
@@ -450,13 +431,14 @@ class LandmarkDetector:
                     scores=sc,
                     box=_box_tuple(boxes[i]),
                     crop=_box_tuple(crops[i]),
-                    score=float(scores[i]),
-                    scheme=scheme,
+                    score=float(box_scores[i]),
+                    scheme=output.name,
                     track_id=None if track_ids is None else int(track_ids[i]),
                 )
             )
         return faces
 
+    # ----------------------------------------------------------------- private
     def _landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run (B, h, w, 3) uint8 BGR crops through the network and the decoder.
 

@@ -69,7 +69,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .detector import Face, LandmarkDetector
+    from .stages import Face, Stages
     from .track import FrameFaces
 
 __all__ = [
@@ -90,7 +90,7 @@ FORMAT = "pipdetect.landmarks/1"
 """The ``format`` value of every JSON document this version writes."""
 
 
-def _header(detector: LandmarkDetector, scheme: str, num_landmarks: int) -> dict[str, Any]:
+def _header(detector: Stages, scheme: str, num_landmarks: int) -> dict[str, Any]:
     return {
         "model": detector.spec.name,
         "scheme": scheme,
@@ -98,15 +98,15 @@ def _header(detector: LandmarkDetector, scheme: str, num_landmarks: int) -> dict
     }
 
 
-def _describe(detector: LandmarkDetector, faces: Sequence[Face], points: Any) -> tuple[str, int]:
+def _describe(detector: Stages, faces: Sequence[Face], points: Any) -> tuple[str, int]:
     if faces:
         return faces[0].scheme, len(faces[0].landmarks)
-    scheme, subset = detector._output_scheme(points)
+    scheme, subset = detector.output_scheme(points)
     return scheme, detector.num_landmarks if subset is None else len(subset)
 
 
 def image_record(
-    detector: LandmarkDetector,
+    detector: Stages,
     faces: Sequence[Face],
     *,
     size: tuple[int, int],
@@ -141,7 +141,7 @@ def frame_record(faces: FrameFaces) -> dict[str, Any]:
 
 
 def video_record(
-    detector: LandmarkDetector,
+    detector: Stages,
     frames: Sequence[dict[str, Any]],
     *,
     size: tuple[int, int],

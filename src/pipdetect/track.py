@@ -41,9 +41,10 @@ import numpy as np
 
 from .crop import crop_from_landmarks
 from .image import load_image
+from .stages import CropLandmarks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .detector import Face, LandmarkDetector
+    from .stages import Face, Stages
 
 __all__ = ["FrameFaces", "OneEuroFilter", "Tracker", "track"]
 
@@ -208,7 +209,8 @@ class Tracker:
     ----------
     detector:
         The :class:`~pipdetect.LandmarkDetector` to use (its face detector settings,
-        ``max_faces`` and ``batch_size`` apply).
+        ``max_faces`` and ``batch_size`` apply). Only its stage API
+        (:class:`pipdetect.stages.Stages`) is used.
     redetect_interval:
         Run the face detector at least every this many frames to find new faces
         (``0`` or ``None``: only when there is no face or one was lost).
@@ -233,7 +235,7 @@ class Tracker:
 
     def __init__(
         self,
-        detector: LandmarkDetector,
+        detector: Stages,
         *,
         redetect_interval: int | None = 10,
         min_confidence: float = 0.25,
@@ -268,9 +270,9 @@ class Tracker:
         self._smoothing = bool(smoothing)
         self._filter_args = (float(min_cutoff), float(beta), float(d_cutoff))
         self._fps = float(fps)
-        self._scheme, self._subset = detector._output_scheme(points)
+        self._output = detector.output_scheme(points)
         self._match_iou = float(match_iou)
-        self._max_faces = max_faces if max_faces is not None else detector._max_faces
+        self._max_faces = max_faces if max_faces is not None else detector.max_faces
         self._meanface = np.asarray(detector.spec.meanface, dtype=np.float64)
         self.reset()
 
@@ -319,7 +321,7 @@ class Tracker:
         # 1. follow: last landmarks -> this frame's crops -> network
         tracks = self._tracks
         crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 4))
-        pixels, scores = det._run_crops([(img, crops)])[0]
+        pixels, scores = det.run_network([(img, crops)])[0]
         self.network_runs += len(tracks)
         conf = scores.mean(axis=1) if len(tracks) else np.zeros(0)
         alive = conf >= self._min_confidence
@@ -342,11 +344,12 @@ class Tracker:
         new_tracks: list[_Track] = []
         if due:
             if boxes is not None:
-                dboxes, dscores, dcrops = det._user_boxes(boxes, img)
+                found = det.given_faces(boxes, img)
             else:
-                dboxes, dscores, dcrops = det._detections(img)
+                found = det.find_faces(img)
                 self.detector_runs += 1
                 detected = True
+            dboxes, dscores, dcrops = found.boxes, found.scores, det.make_crops(found)
             self._last_detection = index
             pairs = _greedy_match(_iou(dcrops, crops), self._match_iou)
             matched_dets = {d for d, _ in pairs}
@@ -367,7 +370,7 @@ class Tracker:
                     room -= 1
             if rerun:
                 idx = [d for d, _ in rerun]
-                rp, rs = det._run_crops([(img, dcrops[idx])])[0]
+                rp, rs = det.run_network([(img, dcrops[idx])])[0]
                 self.network_runs += len(rerun)
                 for k, (d, tid) in enumerate(rerun):
                     result[tid] = (rp[k], rs[k], dboxes[d], float(dscores[d]), dcrops[d])
@@ -403,8 +406,8 @@ class Tracker:
                 size = math.sqrt(max((crop[2] - crop[0]) * (crop[3] - crop[1]), 1e-9))
                 shown = track.smoother(pts, time, scale=size)
             out.extend(
-                det._make_faces(shown[None], sc[None], box[None], np.array([dscore]), crop[None],
-                                self._scheme, self._subset, [tid])
+                det.build_faces(CropLandmarks(shown[None], sc[None]), box[None],
+                                np.array([dscore]), crop[None], self._output, [tid])
             )
         self._frame += 1
         return FrameFaces(out, img, index, time, detected)
@@ -421,7 +424,7 @@ class Tracker:
 
 
 def track(
-    detector: LandmarkDetector,
+    detector: Stages,
     source: Any,
     *,
     boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
