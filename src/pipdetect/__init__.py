@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     CheckpointError,
     DecodeError,
@@ -26,8 +27,6 @@ from .errors import (
     PipdetectError,
     VideoError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -270,7 +270,7 @@ class _Run:
             return int(exc.code or 0)
         self.console = _Console(opts.quiet)
         if opts.version:
-            from . import __version__
+            from ._version import __version__
 
             print(f"{PROG} {__version__}")
             return 0

@@ -530,7 +530,7 @@ def _hub_download(req: _Request, filename: str, revision: str) -> Path:
         RevisionNotFoundError,
     )
 
-    from . import __version__
+    from ._version import __version__
 
     where = f"{req.repo_id} (revision {revision}) on {req.endpoint}"
     try:
