@@ -415,3 +415,16 @@ def test_progress_bar_on_a_terminal():
     piped = io.StringIO()  # not a terminal: no bar
     _Console(quiet=False, stream=piped).progress(1, 2, "images")
     assert piped.getvalue() == ""
+
+
+def test_the_command_line_is_made_of_small_parts():
+    """Each function and class of pipdetect/cli.py does one thing: none over 80 lines."""
+    import ast
+
+    import pipdetect.cli as cli
+
+    tree = ast.parse(Path(cli.__file__).read_text())
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+            and node.end_lineno - node.lineno + 1 > 80]
+    assert long == []

@@ -3,6 +3,13 @@
 Exit status: 0 when every input was processed, 1 when some input failed (each
 failure is reported on stderr and skipped), 2 for usage errors and when no model
 could be loaded. The result formats are documented in :mod:`pipdetect.results`.
+
+The parts, in the order a run uses them: :func:`build_parser` (arguments),
+``_plan`` (inputs and where their results go: ``_Plan``), ``_load_detector``, one
+runner per input kind (``_Images``; ``_Video`` for video files and ``_run_camera``
+for the live preview), ``_Output`` (the writers: stdout, one file, one file per
+input) and ``_Report`` (failures as they happen, the summary line at the end);
+``_run`` wires them together.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return convert_main(args[1:])
     try:
-        return _Run(args).run()
+        return _run(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -75,8 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pipdetect`` (``pipdetect convert`` has its own)."""
-    from .track import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
-
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Facial landmarks with PIP-Net on onnxruntime: images, folders, videos "
@@ -133,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="face box in pixels: skip face detection (images) or start "
                             "tracking there (videos)")
 
-    video = p.add_argument_group("video")
+    _add_video_options(p.add_argument_group("video"))
+    return p
+
+
+def _add_video_options(video: Any) -> None:
+    """The options of video files and cameras (tracking and smoothing)."""
+    from .track import DEFAULT_BETA, DEFAULT_MIN_CUTOFF
+
     video.add_argument("--no-track", action="store_true",
                        help="detect faces on every frame instead of tracking them (slower; "
                             "no track ids, no smoothing)")
@@ -151,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--beta", type=float, default=DEFAULT_BETA, metavar="B",
                        help="smoothing: One Euro speed coefficient per face size (default "
                             f"{DEFAULT_BETA:g}; higher lags less on fast motion)")
-    return p
 
 
 def _bounded(cast: Callable[[str], Any], low: float, high: float, what: str) -> Any:
@@ -233,7 +244,46 @@ class _Console:
             self._shown = False
 
 
-# --------------------------------------------------------------------------- run
+# --------------------------------------------------------------------------- report
+class _Report:
+    """What was done and what failed: failures go to the console at once, the counts
+    to the summary line at the end."""
+
+    def __init__(self, console: _Console) -> None:
+        self.console = console
+        self.images = 0
+        self.videos = 0
+        self.frames = 0
+        self.detector_frames = 0
+        self.faces = 0
+        self.failed: list[str] = []
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed.append(name)
+        if reason.startswith(f"{name}: "):
+            reason = reason[len(name) + 2 :]
+        self.console.error(f"skipping {name}: {reason}")
+
+    def fail_with(self, name: str, exc: BaseException) -> None:
+        """:meth:`fail` with the first line of an exception's message."""
+        text = str(exc).strip() or type(exc).__name__
+        self.fail(name, text.splitlines()[0])
+
+    def summary(self, seconds: float) -> None:
+        parts = []
+        if self.images:
+            parts.append(f"{self.images} image{'s' * (self.images != 1)}")
+        if self.videos:
+            parts.append(f"{self.videos} video{'s' * (self.videos != 1)} ({self.frames} "
+                         f"frames, face detector on {self.detector_frames})")
+        parts.append(f"{self.faces} face{'s' * (self.faces != 1)}")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        per = f"{1000 * seconds / self.faces:.1f} ms per face, " if self.faces else ""
+        self.console.info(f"{PROG}: {', '.join(parts)}; {per}{seconds:.2f} s in all")
+
+
+# --------------------------------------------------------------------------- planning
 @dataclass
 class _Item:
     path: Path
@@ -241,167 +291,48 @@ class _Item:
     rel: Path  # name relative to its folder input (for output names)
 
 
-@dataclass
-class _Stats:
-    images: int = 0
-    videos: int = 0
-    frames: int = 0
-    detector_frames: int = 0
-    faces: int = 0
-    failed: list[str] = field(default_factory=list)
+CAMERA_ITEM = _Item(Path("camera.mp4"), "video", Path("camera"))
+"""What output names are made from for --camera (index -1)."""
 
 
 class _UsageError(Exception):
     pass
 
 
-class _Run:
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.stats = _Stats()
-        self.records: list[dict[str, Any]] = []
+@dataclass
+class _Plan:
+    """The inputs to process and where each one's results and drawings go."""
 
-    # ---------------------------------------------------------------- top level
-    def run(self) -> int:
-        parser = build_parser()
-        try:
-            self.opts = opts = parser.parse_args(self.argv)
-        except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-            return int(exc.code or 0)
-        self.console = _Console(opts.quiet)
-        if opts.version:
-            from ._version import __version__
+    items: list[_Item]
+    many: bool
+    """Several inputs (or a folder): -o FILE holds an array, --draw PATH is a folder."""
+    fmt: str  # "json" | "csv" | "npy"
+    out_mode: str  # "stdout" | "file" | "dir"
+    out: Path | None
+    draw: str | bool | None  # --draw: a path, True (next to the results) or None
+    out_names: list[Path] = field(default_factory=list)
+    """Output stems, one per item (``a`` for a.jpg, ``a.jpg`` when a.png exists too)."""
 
-            print(f"{PROG} {__version__}")
-            return 0
-        if opts.list_models:
-            return self._list_models()
-        if not opts.inputs and opts.camera is None:
-            parser.print_usage(sys.stderr)
-            self.console.error("nothing to do: give images, folders or videos, or --camera N")
-            return 2
-        try:
-            self._plan()
-        except _UsageError as exc:
-            self.console.error(str(exc))
-            return 2
-        det = self._load_detector()
-        if det is None:
-            return 2
-        self.det = det
-        try:
-            self.subset_scheme = det.output_scheme(opts.points)
-        except ValueError as exc:
-            self.console.error(f"--points {opts.points}: {exc}")
-            return 2
-        start = time.perf_counter()
-        if opts.camera is not None:
-            status = self._camera(opts.camera)
-            if status:
-                return status
-        images = [it for it in self.items if it.kind == "image"]
-        self._images(images)
-        for item in self.items:
-            if item.kind == "video":
-                self._video(item)
-        self._finish()
-        self._summary(time.perf_counter() - start)
-        return 1 if self.stats.failed else 0
-
-    def _list_models(self) -> int:
-        try:
-            from .zoo import list_models
-        except ImportError as exc:  # pragma: no cover - the zoo ships with pipdetect
-            self.console.error(f"the model zoo is not available: {exc}")
-            return 2
-        for info in list_models():
-            nme = "" if info.nme is None else f"NME {info.nme:g}% ({info.nme_normalisation})"
-            where = "bundled (default)" if info.bundled else "zoo, not yet published"
-            print(f"{info.name:28} {info.num_landmarks:4d} points  {info.dataset:20} "
-                  f"{info.backbone:18} {where:23} {nme}")
-        return 0
-
-    def _load_detector(self) -> LandmarkDetector | None:
-        from .detector import LandmarkDetector
-        from .errors import PipdetectError
-
-        o = self.opts
-        try:
-            return LandmarkDetector(
-                o.model, threads=o.threads, score_threshold=o.score_threshold,
-                nms_threshold=o.nms_threshold, max_faces=o.max_faces,
-                detection_size=o.detection_size, batch_size=o.batch_size,
-            )
-        except (PipdetectError, OSError, ImportError, ValueError) as exc:
-            what = f"model {o.model!r}" if o.model else "the default model"
-            self.console.error(f"cannot load {what}: {exc}\n\n{_GET_A_MODEL}")
-            return None
-
-    # ---------------------------------------------------------------- planning
-    def _plan(self) -> None:
-        from .video import IMAGE_EXTENSIONS, is_video_path
-
-        o = self.opts
-        items: list[_Item] = []
-        self.many = len(o.inputs) + (o.camera is not None) > 1
-        for text in o.inputs:
-            path = Path(text)
-            if path.is_dir():
-                self.many = True
-                pattern = "**/*" if o.recursive else "*"
-                found = sorted(
-                    p for p in path.glob(pattern)
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                )
-                if not found:
-                    self._fail(str(path), "no images in this folder"
-                               + ("" if o.recursive else " (use -r for sub-folders)"))
-                items += [_Item(p, "image", p.relative_to(path)) for p in found]
-            elif not path.exists():
-                self._fail(str(path), "no such file or folder")
-            else:
-                kind = "video" if is_video_path(path) else "image"
-                items.append(_Item(path, kind, Path(path.name)))
-        self.items = items
-
-        fmt = o.format
-        out = None if o.output is None else Path(o.output)
-        suffix = out.suffix.lower().lstrip(".") if out is not None else ""
-        if fmt is None:
-            fmt = suffix if suffix in ("json", "csv", "npy") else "json"
-        self.fmt = fmt
-        if out is None:
-            self.out_mode = "stdout"
-            if fmt == "npy":
-                raise _UsageError("--format npy writes files: give -o FILE.npy or -o FOLDER")
-        elif out.is_dir() or str(o.output).endswith(("/", os.sep)) or not suffix:
-            self.out_mode = "dir"
-        else:
-            self.out_mode = "file"
-            if fmt == "npy" and self.many:
-                raise _UsageError("one .npy file holds one input's landmarks: use -o FOLDER "
-                                  "for several inputs")
-        self.out = out
-        self.out_names = self._unique_names([it.rel for it in items])
-
-    @staticmethod
-    def _unique_names(rels: list[Path]) -> list[Path]:
-        """Output stems: ``a`` for a.jpg, ``a.jpg`` when a.jpg and a.png both exist."""
+    def __post_init__(self) -> None:
+        rels = [it.rel for it in self.items]
         stems = [r.with_suffix("") for r in rels]
         counts: dict[Path, int] = {}
         for s in stems:
             counts[s] = counts.get(s, 0) + 1
-        return [s if counts[s] == 1 else r for s, r in zip(stems, rels, strict=True)]
+        self.out_names = [s if counts[s] == 1 else r for s, r in zip(stems, rels, strict=True)]
 
-    def _result_path(self, index: int) -> Path | None:
+    def result_path(self, index: int) -> Path | None:
+        """The file of item ``index``'s results with -o DIR (``-1``: the camera), else None."""
         if self.out_mode != "dir" or self.out is None:
             return None
+        if index < 0:
+            return self.out / f"camera.{self.fmt}"
         name = self.out_names[index]
         return self.out / name.parent / f"{name.name}.{self.fmt}"
 
-    def _draw_path(self, index: int, item: _Item) -> Path | None:
-        draw = self.opts.draw
-        if draw is None:
+    def draw_path(self, index: int, item: _Item) -> Path | None:
+        """Where item ``index``'s drawing goes (``-1``: the camera), or None without --draw."""
+        if self.draw is None:
             return None
         ext = item.path.suffix.lower()
         if item.kind == "video":
@@ -410,8 +341,8 @@ class _Run:
             ext = ext if ext in _DRAWABLE else ".png"
         name = self.out_names[index] if index >= 0 else Path("camera")
         file_name = name.parent / f"{name.name}_landmarks{ext}"
-        if isinstance(draw, str):
-            return Path(draw) if not self.many else Path(draw) / file_name
+        if isinstance(self.draw, str):
+            return Path(self.draw) if not self.many else Path(self.draw) / file_name
         if self.out_mode == "dir" and self.out is not None:
             base = self.out
         elif self.out_mode == "file" and self.out is not None:
@@ -420,202 +351,102 @@ class _Run:
             base = Path(".")
         return base / file_name
 
-    # ---------------------------------------------------------------- failures
-    def _fail(self, name: str, reason: str) -> None:
-        self.stats.failed.append(name)
-        if reason.startswith(f"{name}: "):
-            reason = reason[len(name) + 2 :]
-        self.console.error(f"skipping {name}: {reason}")
-
-    @staticmethod
-    def _reason(exc: BaseException) -> str:
-        text = str(exc).strip() or type(exc).__name__
-        return text.splitlines()[0]
-
-    # ---------------------------------------------------------------- images
-    def _images(self, images: list[_Item]) -> None:
-        from .errors import PipdetectError
-        from .image import load_image
-
-        if not images:
-            return
-        index_of = {id(it): i for i, it in enumerate(self.items)}
-        group = max(1, min(32, self.det.batch_size))
-        done = 0
-        for start in range(0, len(images), group):
-            chunk = images[start : start + group]
-            loaded = []
-            for item in chunk:
-                try:
-                    loaded.append((item, load_image(item.path)))
-                except (PipdetectError, OSError, ValueError) as exc:
-                    self._fail(str(item.path), self._reason(exc))
-            if loaded:
-                boxes = None if self.opts.box is None else [[self.opts.box]] * len(loaded)
-                try:
-                    results = self.det.detect_batch([img for _, img in loaded], boxes=boxes,
-                                                    points=self.opts.points)
-                except (PipdetectError, ValueError):
-                    results = None
-                for k, (item, img) in enumerate(loaded):
-                    try:
-                        faces = (results[k] if results is not None else self.det.detect(
-                            img, boxes=None if boxes is None else boxes[k],
-                            points=self.opts.points))
-                        self._image_done(index_of[id(item)], item, img, faces)
-                    except (PipdetectError, OSError, ValueError) as exc:
-                        self._fail(str(item.path), self._reason(exc))
-            done += len(chunk)
-            self.console.progress(done, len(images), "images", f"{self.stats.faces} faces")
-
-    def _image_done(self, index: int, item: _Item, img: Any, faces: list[Any]) -> None:
-        from .results import image_record
-
-        record = image_record(self.det, faces, size=(img.shape[1], img.shape[0]),
-                              source=item.path, points=self.opts.points)
-        self._emit(index, record)
-        target = self._draw_path(index, item)
-        if target is not None:
-            import cv2
-
-            from .draw import draw_faces
-
-            self._check_not_input(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), draw_faces(img, faces, boxes=self.opts.draw_boxes)):
-                raise OSError(f"could not write the annotated image {target}")
-        self.stats.images += 1
-        self.stats.faces += len(faces)
-
-    def _check_not_input(self, target: Path) -> None:
-        inputs = {it.path.resolve() for it in self.items}
-        if target.resolve() in inputs:
+    def check_not_input(self, target: Path) -> None:
+        if target.resolve() in {it.path.resolve() for it in self.items}:
             raise OSError(f"refusing to overwrite the input {target} with a drawing")
 
-    # ---------------------------------------------------------------- videos
-    def _video(self, item: _Item) -> None:
-        from .errors import PipdetectError
 
-        index = self.items.index(item)
-        try:
-            self._track(index, item, item.path, "video")
-        except (PipdetectError, OSError, ValueError) as exc:
-            self._fail(str(item.path), self._reason(exc))
+def _find_inputs(opts: argparse.Namespace, report: _Report) -> list[_Item]:
+    """Files named on the command line and images in folders given (missing ones fail)."""
+    from .video import IMAGE_EXTENSIONS, is_video_path
 
-    def _frames(self, source: Any) -> tuple[Any, Any]:
-        """(iterator of FrameFaces, VideoInfo) for a path or camera index."""
-        from .track import FrameFaces
-        from .video import open_frames
+    items: list[_Item] = []
+    for text in opts.inputs:
+        path = Path(text)
+        if path.is_dir():
+            pattern = "**/*" if opts.recursive else "*"
+            found = sorted(
+                p for p in path.glob(pattern)
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                report.fail(str(path), "no images in this folder"
+                            + ("" if opts.recursive else " (use -r for sub-folders)"))
+            items += [_Item(p, "image", p.relative_to(path)) for p in found]
+        elif not path.exists():
+            report.fail(str(path), "no such file or folder")
+        else:
+            kind = "video" if is_video_path(path) else "image"
+            items.append(_Item(path, kind, Path(path.name)))
+    return items
 
-        o = self.opts
-        frames, info = open_frames(source)
-        if o.no_track:
-            def detect_each() -> Any:
-                for i, frame in enumerate(frames):
-                    faces = self.det.detect(frame, boxes=None if o.box is None else [o.box],
-                                            points=o.points)
-                    yield FrameFaces(faces, frame, i, i / info.fps, True)
 
-            return detect_each(), info
-        return self.det.track(
-            frames, boxes=None if o.box is None else [o.box], points=o.points, fps=info.fps,
-            redetect_interval=o.redetect_interval, min_confidence=o.min_confidence,
-            smoothing=not o.no_smooth, min_cutoff=o.min_cutoff, beta=o.beta,
-        ), info
+def _plan(opts: argparse.Namespace, report: _Report) -> _Plan:
+    """Inputs and output layout; raises :class:`_UsageError` for impossible outputs."""
+    items = _find_inputs(opts, report)
+    many = (len(opts.inputs) + (opts.camera is not None) > 1
+            or any(Path(text).is_dir() for text in opts.inputs))
+    out = None if opts.output is None else Path(opts.output)
+    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+    fmt = opts.format or (suffix if suffix in ("json", "csv", "npy") else "json")
+    if out is None:
+        mode = "stdout"
+        if fmt == "npy":
+            raise _UsageError("--format npy writes files: give -o FILE.npy or -o FOLDER")
+    elif out.is_dir() or str(opts.output).endswith(("/", os.sep)) or not suffix:
+        mode = "dir"
+    else:
+        mode = "file"
+        if fmt == "npy" and many:
+            raise _UsageError("one .npy file holds one input's landmarks: use -o FOLDER "
+                              "for several inputs")
+    return _Plan(items, many, fmt, mode, out, opts.draw)
 
-    def _track(self, index: int, item: _Item | None, source: Any, kind: str,
-               show: bool = False) -> None:
-        from .draw import draw_faces
-        from .results import frame_record, video_record
-        from .video import open_writer
 
-        stream, info = self._frames(source)
-        target = self._draw_path(
-            index, item if item is not None else _Item(Path("camera.mp4"), "video", Path("camera"))
-        )
-        if target is not None:
-            self._check_not_input(target)
-        writer = None
-        frames: list[dict[str, Any]] = []
-        size = (info.width or 0, info.height or 0)
-        name = str(source) if item is None else str(item.path)
-        detector_frames = 0
-        try:
-            for faces in stream:
-                frames.append(frame_record(faces))
-                size = (faces.image.shape[1], faces.image.shape[0])
-                detector_frames += bool(faces.detected)
-                self.stats.faces += len(faces)
-                if target is not None or show:
-                    drawn = draw_faces(faces.image, faces, boxes=self.opts.draw_boxes)
-                    if target is not None:
-                        if writer is None:
-                            writer = open_writer(target, info.fps, size)
-                        writer.write(drawn)
-                    if show and not self._show(drawn):
-                        break
-                self.console.progress(len(frames), info.frame_count, "frames",
-                                      f"{self.stats.faces} faces  {Path(name).name}")
-        finally:
-            if writer is not None:
-                writer.release()
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        if not frames:
-            raise OSError("no frame could be read")
-        self.stats.videos += 1
-        self.stats.frames += len(frames)
-        self.stats.detector_frames += detector_frames
-        record = video_record(self.det, frames, size=size, fps=info.fps,
-                              source=f"camera:{source}" if kind == "camera" else name,
-                              kind=kind, points=self.opts.points)
-        self._emit(index, record)
+# --------------------------------------------------------------------------- writers
+class _Output:
+    """Result documents to files or stdout: at once with -o DIR, else gathered and
+    written by :meth:`finish` (one document, a JSON array, or CSV rows)."""
 
-    # ---------------------------------------------------------------- camera
-    def _camera(self, index: int) -> int:
-        from .errors import PipdetectError
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.records: list[dict[str, Any]] = []
 
-        problem = _no_display()
-        if problem:
-            self.console.error(f"--camera needs a display to show the preview: {problem}")
-            return 2
-        try:
-            self._track(-1, None, index, "camera", show=True)
-        except (PipdetectError, OSError, ValueError) as exc:
-            self._fail(f"camera {index}", self._reason(exc))
-        finally:
-            import cv2
-
-            cv2.destroyAllWindows()
-        return 0
-
-    @staticmethod
-    def _show(image: Any) -> bool:
-        import cv2
-
-        cv2.imshow(f"{PROG} (q to quit)", image)
-        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
-
-    # ---------------------------------------------------------------- output
-    def _emit(self, index: int, record: dict[str, Any]) -> None:
-        path = self._result_path(index) if index >= 0 else None
-        if path is None and self.out_mode == "dir" and self.out is not None:
-            path = self.out / f"camera.{self.fmt}"
+    def emit(self, index: int, record: dict[str, Any]) -> None:
+        """Item ``index``'s document (``-1``: the camera's)."""
+        path = self.plan.result_path(index)
         if path is None:
             self.records.append(record)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write(path, [record], single=True)
 
+    def finish(self) -> None:
+        plan, records = self.plan, self.records
+        if plan.out_mode == "dir":
+            return
+        if plan.fmt == "npy" and not records:
+            return
+        if plan.fmt == "csv" and not records:
+            if plan.out_mode == "file" and plan.out is not None:
+                plan.out.parent.mkdir(parents=True, exist_ok=True)
+                plan.out.write_text("", encoding="utf-8")
+            return
+        single = not plan.many and len(records) == 1
+        if plan.out_mode == "file" and plan.out is not None:
+            plan.out.parent.mkdir(parents=True, exist_ok=True)
+            self._write(plan.out, records, single)
+        elif records or plan.many:
+            self._write(None, records, single)
+
     def _write(self, path: Path | None, records: list[dict[str, Any]], single: bool) -> None:
         from .results import csv_text, dumps, save_npy
 
-        if self.fmt == "npy":
+        if self.plan.fmt == "npy":
             assert path is not None
             save_npy(path, records[0])
             return
-        if self.fmt == "csv":
+        if self.plan.fmt == "csv":
             text = csv_text(records)
         else:
             text = dumps(records[0] if single else records) + "\n"
@@ -625,37 +456,301 @@ class _Run:
         else:
             path.write_text(text, encoding="utf-8")
 
-    def _finish(self) -> None:
-        if self.out_mode == "dir":
-            return
-        records = self.records
-        if self.fmt == "npy" and not records:
-            return
-        if self.fmt == "csv" and not records:
-            if self.out_mode == "file" and self.out is not None:
-                self.out.parent.mkdir(parents=True, exist_ok=True)
-                self.out.write_text("", encoding="utf-8")
-            return
-        single = not self.many and len(records) == 1
-        if self.out_mode == "file" and self.out is not None:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._write(self.out, records, single)
-        elif records or self.many:
-            self._write(None, records, single)
 
-    def _summary(self, seconds: float) -> None:
-        s = self.stats
-        parts = []
-        if s.images:
-            parts.append(f"{s.images} image{'s' * (s.images != 1)}")
-        if s.videos:
-            parts.append(f"{s.videos} video{'s' * (s.videos != 1)} ({s.frames} frames, face "
-                         f"detector on {s.detector_frames})")
-        parts.append(f"{s.faces} face{'s' * (s.faces != 1)}")
-        if s.failed:
-            parts.append(f"{len(s.failed)} failed")
-        per = f"{1000 * seconds / s.faces:.1f} ms per face, " if s.faces else ""
-        self.console.info(f"{PROG}: {', '.join(parts)}; {per}{seconds:.2f} s in all")
+# --------------------------------------------------------------------------- runners
+@dataclass
+class _Job:
+    """What every runner needs: options, plan, detector, report and output."""
+
+    opts: argparse.Namespace
+    plan: _Plan
+    det: LandmarkDetector
+    report: _Report
+    output: _Output
+
+    @property
+    def boxes(self) -> list[tuple[float, float, float, float]] | None:
+        """--box as the one face box of an image or a first frame."""
+        return None if self.opts.box is None else [self.opts.box]
+
+
+class _Images:
+    """Image inputs, in groups sent through the network together (``detect_batch``)."""
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+        self.index_of = {id(it): i for i, it in enumerate(job.plan.items)}
+
+    def run(self, images: list[_Item]) -> None:
+        from .errors import PipdetectError
+        from .image import load_image
+
+        job = self.job
+        group = max(1, min(32, job.det.batch_size))
+        for start in range(0, len(images), group):
+            chunk = images[start : start + group]
+            loaded = []
+            for item in chunk:
+                try:
+                    loaded.append((item, load_image(item.path)))
+                except (PipdetectError, OSError, ValueError) as exc:
+                    job.report.fail_with(str(item.path), exc)
+            if loaded:
+                self._detect(loaded)
+            job.report.console.progress(start + len(chunk), len(images), "images",
+                                        f"{job.report.faces} faces")
+
+    def _detect(self, loaded: list[tuple[_Item, Any]]) -> None:
+        """Faces of loaded images, together; one by one if that fails (to name the bad one)."""
+        from .errors import PipdetectError
+
+        det, points = self.job.det, self.job.opts.points
+        boxes = None if self.job.boxes is None else [self.job.boxes] * len(loaded)
+        try:
+            results = det.detect_batch([img for _, img in loaded], boxes=boxes, points=points)
+        except (PipdetectError, ValueError):
+            results = None
+        for k, (item, img) in enumerate(loaded):
+            try:
+                faces = results[k] if results is not None else det.detect(
+                    img, boxes=None if boxes is None else boxes[k], points=points)
+                self._done(self.index_of[id(item)], item, img, faces)
+            except (PipdetectError, OSError, ValueError) as exc:
+                self.job.report.fail_with(str(item.path), exc)
+
+    def _done(self, index: int, item: _Item, img: Any, faces: list[Any]) -> None:
+        from .results import image_record
+
+        job = self.job
+        record = image_record(job.det, faces, size=(img.shape[1], img.shape[0]),
+                              source=item.path, points=job.opts.points)
+        job.output.emit(index, record)
+        target = job.plan.draw_path(index, item)
+        if target is not None:
+            import cv2
+
+            from .draw import draw_faces
+
+            job.plan.check_not_input(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(target), draw_faces(img, faces, boxes=job.opts.draw_boxes)):
+                raise OSError(f"could not write the annotated image {target}")
+        job.report.images += 1
+        job.report.faces += len(faces)
+
+
+class _Video:
+    """One video file or camera: frames tracked (or detected each), drawn, recorded."""
+
+    def __init__(self, job: _Job, index: int, item: _Item, source: Any, kind: str) -> None:
+        self.job = job
+        self.index = index  # into the plan's items; -1 for the camera
+        self.item = item
+        self.source = source  # a path or a camera index
+        self.kind = kind  # "video" | "camera"
+        self.name = str(item.path) if kind == "video" else str(source)
+        self.frames: list[dict[str, Any]] = []
+        self.detector_frames = 0
+
+    def run(self, show: bool = False) -> None:
+        """Process every frame (until q / Esc in the preview with ``show``), then emit."""
+        from .results import video_record
+
+        stream, info = _frames(self.job, self.source)
+        target = self.job.plan.draw_path(self.index, self.item)
+        if target is not None:
+            self.job.plan.check_not_input(target)
+        size = (info.width or 0, info.height or 0)
+        writer = None
+        try:
+            for faces in stream:
+                size = (faces.image.shape[1], faces.image.shape[0])
+                self._record(faces)
+                if target is not None or show:
+                    drawn = self._draw(faces)
+                    if target is not None:
+                        writer = writer or self._open_writer(target, info.fps, size)
+                        writer.write(drawn)
+                    if show and not _show(drawn):
+                        break
+                self._progress(info.frame_count)
+        finally:
+            if writer is not None:
+                writer.release()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        self._count()
+        source = f"camera:{self.source}" if self.kind == "camera" else self.name
+        self.job.output.emit(self.index, video_record(
+            self.job.det, self.frames, size=size, fps=info.fps, source=source,
+            kind=self.kind, points=self.job.opts.points))
+
+    def _record(self, faces: Any) -> None:
+        from .results import frame_record
+
+        self.frames.append(frame_record(faces))
+        self.detector_frames += bool(faces.detected)
+        self.job.report.faces += len(faces)
+
+    def _progress(self, frame_count: int | None) -> None:
+        report = self.job.report
+        report.console.progress(len(self.frames), frame_count, "frames",
+                                f"{report.faces} faces  {Path(self.name).name}")
+
+    def _draw(self, faces: Any) -> Any:
+        from .draw import draw_faces
+
+        return draw_faces(faces.image, faces, boxes=self.job.opts.draw_boxes)
+
+    @staticmethod
+    def _open_writer(target: Path, fps: float, size: tuple[int, int]) -> Any:
+        from .video import open_writer
+
+        return open_writer(target, fps, size)
+
+    def _count(self) -> None:
+        if not self.frames:
+            raise OSError("no frame could be read")
+        report = self.job.report
+        report.videos += 1
+        report.frames += len(self.frames)
+        report.detector_frames += self.detector_frames
+
+
+def _frames(job: _Job, source: Any) -> tuple[Any, Any]:
+    """(iterator of FrameFaces, VideoInfo) of a video path or camera index: tracked, or
+    with --no-track detected on every frame."""
+    from .track import FrameFaces
+    from .video import open_frames
+
+    o, det, boxes = job.opts, job.det, job.boxes
+    frames, info = open_frames(source)
+    if o.no_track:
+        def detect_each() -> Any:
+            for i, frame in enumerate(frames):
+                faces = det.detect(frame, boxes=boxes, points=o.points)
+                yield FrameFaces(faces, frame, i, i / info.fps, True)
+
+        return detect_each(), info
+    return det.track(
+        frames, boxes=boxes, points=o.points, fps=info.fps,
+        redetect_interval=o.redetect_interval, min_confidence=o.min_confidence,
+        smoothing=not o.no_smooth, min_cutoff=o.min_cutoff, beta=o.beta,
+    ), info
+
+
+def _run_videos(job: _Job) -> None:
+    from .errors import PipdetectError
+
+    for index, item in enumerate(job.plan.items):
+        if item.kind == "video":
+            try:
+                _Video(job, index, item, item.path, "video").run()
+            except (PipdetectError, OSError, ValueError) as exc:
+                job.report.fail_with(str(item.path), exc)
+
+
+def _run_camera(job: _Job, camera: int) -> int:
+    """--camera: a live preview (q or Esc quits); 2 when no window can be shown."""
+    from .errors import PipdetectError
+
+    problem = _no_display()
+    if problem:
+        job.report.console.error(f"--camera needs a display to show the preview: {problem}")
+        return 2
+    try:
+        _Video(job, -1, CAMERA_ITEM, camera, "camera").run(show=True)
+    except (PipdetectError, OSError, ValueError) as exc:
+        job.report.fail_with(f"camera {camera}", exc)
+    finally:
+        import cv2
+
+        cv2.destroyAllWindows()
+    return 0
+
+
+def _show(image: Any) -> bool:
+    """Show a preview frame; False once q or Esc is pressed."""
+    import cv2
+
+    cv2.imshow(f"{PROG} (q to quit)", image)
+    return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+
+# --------------------------------------------------------------------------- top level
+def _run(argv: list[str]) -> int:
+    """The whole command: parse, plan, load the model, run every input, write, summarise."""
+    parser = build_parser()
+    try:
+        opts = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    console = _Console(opts.quiet)
+    if opts.version:
+        from ._version import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    if opts.list_models:
+        return _list_models(console)
+    if not opts.inputs and opts.camera is None:
+        parser.print_usage(sys.stderr)
+        console.error("nothing to do: give images, folders or videos, or --camera N")
+        return 2
+    report = _Report(console)
+    try:
+        plan = _plan(opts, report)
+    except _UsageError as exc:
+        console.error(str(exc))
+        return 2
+    det = _load_detector(opts, console)
+    if det is None:
+        return 2
+    try:
+        det.output_scheme(opts.points)
+    except ValueError as exc:
+        console.error(f"--points {opts.points}: {exc}")
+        return 2
+    job = _Job(opts, plan, det, report, _Output(plan))
+    start = time.perf_counter()
+    if opts.camera is not None and _run_camera(job, opts.camera):
+        return 2
+    _Images(job).run([it for it in plan.items if it.kind == "image"])
+    _run_videos(job)
+    job.output.finish()
+    report.summary(time.perf_counter() - start)
+    return 1 if report.failed else 0
+
+
+def _list_models(console: _Console) -> int:
+    try:
+        from .zoo import list_models
+    except ImportError as exc:  # pragma: no cover - the zoo ships with pipdetect
+        console.error(f"the model zoo is not available: {exc}")
+        return 2
+    for info in list_models():
+        nme = "" if info.nme is None else f"NME {info.nme:g}% ({info.nme_normalisation})"
+        where = "bundled (default)" if info.bundled else "zoo, not yet published"
+        print(f"{info.name:28} {info.num_landmarks:4d} points  {info.dataset:20} "
+              f"{info.backbone:18} {where:23} {nme}")
+    return 0
+
+
+def _load_detector(o: argparse.Namespace, console: _Console) -> LandmarkDetector | None:
+    from .detector import LandmarkDetector
+    from .errors import PipdetectError
+
+    try:
+        return LandmarkDetector(
+            o.model, threads=o.threads, score_threshold=o.score_threshold,
+            nms_threshold=o.nms_threshold, max_faces=o.max_faces,
+            detection_size=o.detection_size, batch_size=o.batch_size,
+        )
+    except (PipdetectError, OSError, ImportError, ValueError) as exc:
+        what = f"model {o.model!r}" if o.model else "the default model"
+        console.error(f"cannot load {what}: {exc}\n\n{_GET_A_MODEL}")
+        return None
 
 
 def _no_display() -> str | None:
