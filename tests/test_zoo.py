@@ -486,6 +486,85 @@ def test_repo_and_revision_overrides(
     assert zoo.resolve_model(WFLW, repo_id=fork).read_bytes() == model_bytes[W300]
 
 
+# --------------------------------------------------------------------------- catalogue pins
+
+
+def pin(monkeypatch: pytest.MonkeyPatch, name: str, **fields: Any) -> None:
+    """Make the packaged catalogue record ``fields`` (size, sha256) for model ``name``,
+    as ``models/publish.py --record`` writes them."""
+    cat = json.loads(json.dumps(zoo._catalogue()))
+    entry = next(m for m in cat["models"] if m["name"] == name)
+    entry.update(fields)
+    monkeypatch.setattr(zoo, "_catalogue", lambda: cat)
+
+
+def test_every_catalogue_entry_has_size_and_sha256_fields() -> None:
+    """null until the zoo is published; then publish.py --record fills them in."""
+    for m in zoo._catalogue()["models"]:
+        assert "size" in m and "sha256" in m, m["name"]
+        assert m["size"] is None or (isinstance(m["size"], int) and m["size"] > 0)
+        assert m["sha256"] is None or len(m["sha256"]) == 64
+
+
+def test_a_file_matching_its_catalogue_pin_is_used(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = model_bytes[WFLW]
+    pin(monkeypatch, WFLW, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    publish(hub, model_bytes)
+    assert zoo.get_model_info(WFLW).sha256 == hashlib.sha256(data).hexdigest()
+    assert zoo.resolve_model(WFLW).read_bytes() == data
+
+
+def test_the_catalogue_pin_wins_over_a_manifest_that_agrees_with_the_file(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust rests in the installed package: a repository whose manifest and file agree
+    with each other but not with the catalogue is refused, and nothing is downloaded."""
+    other = model_bytes[W300]
+    pin(monkeypatch, WFLW, size=len(other), sha256=hashlib.sha256(other).hexdigest())
+    publish(hub, model_bytes)
+    with pytest.raises(DownloadError) as info:
+        zoo.resolve_model(WFLW)
+    message = str(info.value)
+    assert "pipdetect's catalogue" in message and "not downloaded" in message
+    assert hub.count("GET", f"{WFLW}.onnx") == 0
+    assert not list((env / "hub").rglob(f"snapshots/*/{WFLW}.onnx"))
+
+
+@pytest.mark.parametrize("field", ["sha256", "size"])
+def test_a_served_file_not_matching_its_pin_is_refused(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+    field: str,
+) -> None:
+    """Manifest and catalogue agree, the server sends other bytes: the catalogue check
+    refuses them (fetched once more, then not kept)."""
+    good, bad = model_bytes[WFLW], bytearray(model_bytes[WFLW])
+    bad[len(bad) // 2] ^= 0xFF
+    if field == "size":
+        bad += b"\0"
+    pin(monkeypatch, WFLW, size=len(good), sha256=hashlib.sha256(good).hexdigest())
+    publish(hub, {WFLW: bytes(bad)}, manifest_override={WFLW: good})
+    with pytest.raises(DownloadError) as info:
+        zoo.resolve_model(WFLW)
+    message = str(info.value)
+    assert "does not match pipdetect's catalogue" in message
+    assert ("bytes instead of" if field == "size" else "sha256") in message
+    assert hub.count("GET", f"{WFLW}.onnx") == 2
+    assert not list((env / "hub").rglob(f"snapshots/*/{WFLW}.onnx"))
+    assert bytes(bad) not in [p.read_bytes() for p in (env / "hub").rglob("blobs/*")]
+    assert cache_leftovers(env) == []
+
+
+def test_an_unpinned_entry_falls_back_to_the_manifest(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pin(monkeypatch, WFLW, size=None, sha256=None)
+    publish(hub, model_bytes, manifest_override={WFLW: model_bytes[W300]})
+    with pytest.raises(DownloadError, match=r"does not match the zoo.s manifest\.json"):
+        zoo.resolve_model(WFLW)
+
+
 def test_manifest_and_model_come_from_the_same_commit(
     env: Path, hub: HubStandIn, model_bytes: dict[str, bytes]
 ) -> None:

@@ -22,8 +22,14 @@ local file:
    standard Hub cache;
 2. download the model file at the *commit* the manifest came from, so both
    always belong together even while the repository changes;
-3. check the file's size and SHA-256 against the manifest. A damaged cached
-   copy is deleted and fetched once more; if it is still wrong, a
+3. check the file's size and SHA-256: first against the catalogue shipped in
+   the package (``size`` and ``sha256`` of the entry, written by
+   ``models/publish.py --record`` when the zoo is published; ``null`` until then),
+   then against the manifest. Trust rests in the installed package; the
+   repository's manifest is a second check (and the only one for entries the
+   catalogue does not pin yet). A manifest that contradicts the catalogue is
+   refused before anything is downloaded. A damaged cached copy is deleted and
+   fetched once more; if it is still wrong, a
    :class:`~pipdetect.errors.DownloadError` says so.
 
 Hub conventions apply: files go to the Hub cache (``HF_HUB_CACHE``, default
@@ -34,9 +40,10 @@ once, at import), so setting them in a running program works too.
 ``PIPDETECT_REPO`` and ``PIPDETECT_REVISION`` override the zoo's repository id
 and revision (a branch, tag or commit hash).
 
-A whole resolution holds a file lock in the cache (``.locks/pipdetect/``), so
-threads and processes asking for the same model at once download it once and
-never delete a file another one is checking.
+A whole resolution holds a file lock in the cache (``.locks/pipdetect/``, a
+:class:`filelock.FileLock`, which comes with ``huggingface_hub``), so threads and
+processes asking for the same model at once download it once and never delete a
+file another one is checking.
 """
 
 from __future__ import annotations
@@ -50,9 +57,8 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -132,6 +138,9 @@ class ModelInfo:
     note: str | None = None
     bundled: bool = False
     """``True`` for a model inside the package (no download); ``False`` for the zoo."""
+    sha256: str | None = None
+    """SHA-256 (lower-case hex) of the ONNX file, once published; downloads must match it
+    (and :attr:`size`). ``None`` until then (the zoo's manifest is then the only check)."""
 
 
 @lru_cache(maxsize=1)
@@ -173,6 +182,7 @@ def _infos() -> dict[str, ModelInfo]:
             size=m.get("size"),
             license=m.get("license") or _catalogue()["license"]["summary"],
             note=m.get("note"),
+            sha256=m.get("sha256"),
         )
     return out
 
@@ -267,18 +277,58 @@ def parse_manifest(text: str, source: str = MANIFEST_FILE) -> dict[str, FileReco
     return out
 
 
-def _check_file(path: Path, record: FileRecord) -> str | None:
-    """``None`` if ``path`` matches ``record``, else what is wrong with it."""
+CATALOGUE = "pipdetect's catalogue (pipdetect/assets/zoo.json)"
+"""How messages name the catalogue shipped in the package."""
+MANIFEST = f"the zoo's {MANIFEST_FILE}"
+"""How messages name the repository's manifest."""
+
+Problem = tuple[str, str]
+"""What is wrong with a file, and what it was checked against (:data:`CATALOGUE` ...)."""
+
+
+def _check_file(
+    path: Path, size: int | None, sha256: str | None, against: str
+) -> Problem | None:
+    """``None`` if ``path`` has ``size`` bytes and digest ``sha256`` (``None``: not
+    checked), else what is wrong with it."""
     try:
-        size = path.stat().st_size
+        actual = path.stat().st_size
     except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    if size != record.size:
-        return f"has {size} bytes instead of {record.size}"
-    digest = file_sha256(path)
-    if digest != record.sha256:
-        return f"has sha256 {digest[:16]}... instead of {record.sha256[:16]}..."
+        return f"cannot be read ({exc.strerror or exc})", against
+    if size is not None and actual != size:
+        return f"has {actual} bytes instead of {size}", against
+    if sha256 is not None:
+        digest = file_sha256(path)
+        if digest != sha256:
+            return f"has sha256 {digest[:16]}... instead of {sha256[:16]}...", against
     return None
+
+
+def _pinned(info: ModelInfo) -> tuple[int | None, str | None]:
+    """The size and SHA-256 the packaged catalogue records for a zoo file (or None)."""
+    sha = info.sha256.lower() if isinstance(info.sha256, str) else None
+    if sha is not None and not _SHA256.match(sha):
+        raise DownloadError(
+            f"{CATALOGUE} records an invalid sha256 {info.sha256!r} for {info.file}: this "
+            "pipdetect installation is damaged; reinstall it"
+        )
+    size = info.size if isinstance(info.size, int) and not isinstance(info.size, bool) else None
+    return size, sha
+
+
+def _agree(info: ModelInfo, record: FileRecord, req: _Request) -> None:
+    """Refuse a manifest that describes another file than the packaged catalogue."""
+    size, sha = _pinned(info)
+    if (size is None or size == record.size) and (sha is None or sha == record.sha256):
+        return
+    raise DownloadError(
+        f"{MANIFEST} of {req.repo_id} (revision {req.revision}) describes {info.file} as "
+        f"{record.size} bytes, sha256 {record.sha256[:16]}..., but {CATALOGUE} of this "
+        f"pipdetect release records {size} bytes, sha256 {(sha or '?')[:16]}...; the file "
+        "was not downloaded. The repository no longer holds the file this release was "
+        "published with (or was tampered with): use the pipdetect release that matches "
+        "it, or pass the path of a model file you trust."
+    )
 
 
 # --------------------------------------------------------------------------- resolution
@@ -419,15 +469,17 @@ def resolve_model(
                 "the official checkpoint yourself with `pipdetect convert` and pass the "
                 "file's path."
             )
+        _agree(info, record, req)
         commit = manifest_path.parent.name
         if not _COMMIT.match(commit):  # pragma: no cover - not the Hub cache layout
             commit = req.revision
-        return _fetch_verified(
-            req,
-            info.file,
-            commit,
-            lambda path: _check_file(path, record),
-        )
+        size, sha = _pinned(info)
+
+        def check(path: Path) -> Problem | None:
+            return (_check_file(path, size, sha, CATALOGUE)
+                    or _check_file(path, record.size, record.sha256, MANIFEST))
+
+        return _fetch_verified(req, info.file, commit, check)
 
 
 def bundled_path(name: str = DEFAULT_MODEL) -> Path:
@@ -479,27 +531,30 @@ def _check_reachable(req: _Request) -> _Request:
 def _fetch_manifest(req: _Request) -> tuple[Path, dict[str, FileRecord]]:
     parsed: dict[str, dict[str, FileRecord]] = {}
 
-    def check(path: Path) -> str | None:
+    def check(path: Path) -> Problem | None:
         try:
             parsed["records"] = parse_manifest(path.read_text("utf-8"), MANIFEST_FILE)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            return str(exc)
+            return str(exc), MANIFEST
         return None
 
     path = _fetch_verified(req, MANIFEST_FILE, req.revision, check)
     return path, parsed["records"]
 
 
-def _fetch_verified(req: _Request, filename: str, revision: str, check: Any) -> Path:
+def _fetch_verified(
+    req: _Request, filename: str, revision: str, check: Callable[[Path], Problem | None]
+) -> Path:
     """Download (or find in the cache) ``filename`` and run ``check`` on it.
 
     A file that fails ``check`` is removed from the cache and fetched once more.
     """
     for attempt in (1, 2):
         path = _hub_download(req, filename, revision)
-        problem = check(path)
-        if problem is None:
+        found = check(path)
+        if found is None:
             return path
+        problem, against = found
         _remove_cached(path)
         where = f"{filename} ({req.url(filename, revision)})"
         if req.offline:
@@ -511,7 +566,7 @@ def _fetch_verified(req: _Request, filename: str, revision: str, check: Any) -> 
         if attempt == 2:
             raise DownloadError(
                 f"{where} {problem} after being downloaded again: the file served does not "
-                f"match the zoo's {MANIFEST_FILE}, so it was not kept. Try again later, pick "
+                f"match {against}, so it was not kept. Try again later, pick "
                 "another revision (PIPDETECT_REVISION), or report it to the pipdetect "
                 "maintainers."
             )
@@ -662,48 +717,26 @@ def _lock_path(req: _Request, filename: str) -> Path:
 def _exclusive(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` against other threads and processes.
 
-    Best effort across processes: on a read-only cache (no lock file can be
-    created) only threads of this process are serialised.
+    A :class:`filelock.FileLock` for other processes (``filelock`` comes with
+    ``huggingface_hub``), behind one :class:`threading.Lock` per path for the threads of
+    this process. Best effort across processes: on a read-only cache (no lock file can
+    be created) only threads of this process are serialised.
     """
+    from filelock import FileLock
+
     with _THREAD_LOCKS_GUARD:
         thread_lock = _THREAD_LOCKS.setdefault(str(path), threading.Lock())
     with thread_lock:
+        lock: Any = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            lock = FileLock(str(path))
+            lock.acquire()  # no timeout: waits for the other process's download
         except OSError:
-            fd = -1
+            lock = None
         try:
-            if fd >= 0:
-                _lock_fd(fd)
             yield
         finally:
-            if fd >= 0:
+            if lock is not None:
                 with contextlib.suppress(OSError):
-                    _unlock_fd(fd)
-                os.close(fd)
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _lock_fd(fd: int) -> None:
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                return
-            except OSError:  # LK_LOCK gives up after ~10 s: keep waiting
-                continue
-
-    def _unlock_fd(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-
-    def _unlock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+                    lock.release()
