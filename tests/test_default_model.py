@@ -1,0 +1,106 @@
+"""The default model that ships inside the package: offline, 68 points, and as accurate as
+the README says.
+
+The accuracy test reads the LFPW test photos in place (../shared/data/lfpw_test,
+research-only data) and is skipped with a reason where that folder is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLE_IMAGE, LFPW, ROOT, load_script
+from pipdetect import LandmarkDetector, list_models
+from pipdetect.zoo import DEFAULT_MODEL, bundled_path
+
+README = ROOT / "README.md"
+TOLERANCE = 0.3
+"""NME points the shipped model may drift from the README's figure (another CPU, onnxruntime)."""
+
+
+def test_the_model_file_is_in_the_package_and_small() -> None:
+    path = bundled_path()
+    assert path.is_relative_to(Path(__import__("pipdetect").__file__).parent)
+    assert path.stat().st_size <= 25_000_000
+
+
+def test_loads_offline_with_an_empty_cache_and_finds_68_landmarks(tmp_path: Path) -> None:
+    """A fresh process, HF_HUB_OFFLINE=1, an empty cache and a Hub address that refuses."""
+    code = textwrap.dedent(f"""
+        import json, cv2
+        from pipdetect import LandmarkDetector
+        det = LandmarkDetector()
+        faces = det.detect(cv2.imread({str(EXAMPLE_IMAGE)!r}))
+        print(json.dumps({{"name": det.spec.name, "faces": len(faces),
+                           "shape": list(faces[0].landmarks.shape),
+                           "box": list(faces[0].box),
+                           "points": faces[0].landmarks.tolist()}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               HF_ENDPOINT="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["name"] == DEFAULT_MODEL
+    assert out["faces"] == 1 and out["shape"] == [68, 2]
+    assert not (tmp_path / "hf").exists()
+    # the landmarks sit on the face: inside its box, eyes above the mouth
+    pts = np.array(out["points"])
+    x1, y1, x2, y2 = out["box"]
+    assert np.mean((pts[:, 0] > x1) & (pts[:, 0] < x2) & (pts[:, 1] > y1 - 0.2 * (y2 - y1))
+                   & (pts[:, 1] < y2 + 0.1 * (y2 - y1))) > 0.9
+    assert pts[36:48, 1].mean() < pts[48:68, 1].mean()
+    assert pts[36:42, 0].mean() < pts[42:48, 0].mean()  # subject's right eye on image left
+
+
+def test_metadata_says_what_the_model_is() -> None:
+    spec = LandmarkDetector().spec
+    assert spec.scheme == "300w68" and spec.num_landmarks == 68
+    assert spec.backbone == "efficientnet_lite0"
+    assert "2,009 faces" in (spec.dataset or "")
+    assert "research use only" in spec.license.lower()
+    assert spec.accuracy["end_to_end"] > 0 and spec.accuracy["gt_crops"] > 0
+    training = spec.provenance["training"]
+    assert "training/train.py" in training["command"] and len(training["commit"]) == 40
+    assert spec.crop_policy["fitted_on"].startswith("YuNet")
+    info = list_models()[0]
+    assert info.bundled and info.name == DEFAULT_MODEL
+    assert info.nme == spec.accuracy["end_to_end"]
+
+
+def readme_figures() -> tuple[float, float]:
+    """(true-landmark crops, end to end) NME of the default model as the README states them."""
+    text = README.read_text()
+    m = re.search(r"\| pipdetect default \(`pipnet-lite0-300w`\)[^|]*\|[^|]*\|\s*\*?\*?"
+                  r"([\d.]+) %\*?\*?\s*\|\s*\*?\*?([\d.]+) %", text)
+    assert m, "README's Default model table lost its pipnet-lite0-300w row"
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_readme_figures_are_the_metadata_figures() -> None:
+    spec = LandmarkDetector().spec
+    gt, e2e = readme_figures()
+    assert gt == pytest.approx(spec.accuracy["gt_crops"], abs=0.005)
+    assert e2e == pytest.approx(spec.accuracy["end_to_end"], abs=0.005)
+
+
+@pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
+                    "(research data, read in place; only on the developers' machines)")
+def test_accuracy_on_lfpw_stays_within_0_3_points_of_the_readme() -> None:
+    evaluate = load_script(ROOT / "training" / "evaluate.py", "evaluate")
+    measured = evaluate.evaluate_model(LandmarkDetector(threads=2), LFPW)
+    gt, e2e = readme_figures()
+    assert measured["photos"] == 224 and measured["missed"] == 0
+    assert abs(measured["gt_crops_nme_pct"] - gt) <= TOLERANCE, measured
+    assert abs(measured["end_to_end_nme_pct"] - e2e) <= TOLERANCE, measured
