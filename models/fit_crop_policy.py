@@ -4,8 +4,8 @@ Usage::
 
     python models/fit_crop_policy.py [--data ../shared/data/lfpw_test] [--no-write]
 
-PIP-Net models were trained on crops built from ground-truth landmarks (DESIGN.md
-section 3), not from face-detector boxes. This script runs YuNet
+PIP-Net models were trained on crops built from ground-truth landmarks (docs/design.md
+§6), not from face-detector boxes. This script runs YuNet
 (:class:`pipdetect.faces.FaceFinder`, default settings) on the LFPW test images
 (68-point 300-W annotations, 0-based pixel-centre coordinates), matches each
 annotated face to the detection with the highest IoU with its landmark box, and

@@ -1,4 +1,4 @@
-"""Small ONNX models in pipdetect's format, built by the tests (DESIGN.md section 9).
+"""Small ONNX models in pipdetect's format, built by the tests (docs/design.md §11).
 
 * :func:`known_answer_model`: every head weight is zero; the biases make every
   score tie (so the first cell wins) and the offsets spell out ``shape`` exactly,
@@ -24,7 +24,7 @@ IDENTITY_POLICY = CropPolicy().to_dict()
 
 
 def reference_neighbours(meanface: np.ndarray, num_nb: int) -> np.ndarray:
-    """Neighbour lists exactly as the reference computes them (DESIGN.md section 2, step 4)."""
+    """Neighbour lists exactly as the reference computes them (docs/design.md §3, step 4)."""
     mf = np.asarray(meanface, dtype=np.float64).reshape(-1, 2)
     out = []
     for i in range(len(mf)):

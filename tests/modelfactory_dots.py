@@ -1,4 +1,4 @@
-"""An image-aware stand-in model (DESIGN.md section 9, kind 3): it finds coloured dots.
+"""An image-aware stand-in model (docs/design.md §11, kind 3): it finds coloured dots.
 
 Landmark ``i`` is a dot of colour ``DOT_COLORS[i]``. The ONNX graph, built from
 plain ops, undoes the input normalisation, scores every pixel by how close it is

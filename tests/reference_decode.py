@@ -1,4 +1,4 @@
-"""A plain-loop PIP-Net decoder written straight from DESIGN.md section 2.
+"""A plain-loop PIP-Net decoder written straight from docs/design.md §3.
 
 Deliberately naive (Python loops and floats, no vectorisation), independent of
 ``pipdetect.decode``: the tests check the vectorised decoder against it.

@@ -1,6 +1,6 @@
 """Tests of pipdetect.convert: checkpoint -> ONNX, parity with a PyTorch reference, the CLI.
 
-Parity (DESIGN.md section 9, kind 1): random weights *and* random BatchNorm
+Parity (docs/design.md §11, kind 1): random weights *and* random BatchNorm
 statistics in the PyTorch reference of PIP-Net (tests/torch_reference.py),
 saved with the real ``torch.save`` in zip and legacy formats, with and without
 the ``module.`` prefix, converted, run with onnxruntime, compared map by map

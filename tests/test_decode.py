@@ -1,4 +1,4 @@
-"""Tests of pipdetect.decode: the vectorised PIP-Net decoder against DESIGN.md section 2."""
+"""Tests of pipdetect.decode: the vectorised PIP-Net decoder against docs/design.md §3."""
 
 from __future__ import annotations
 

@@ -166,3 +166,25 @@ def test_version_is_written_once():
     written = [p for p in PACKAGE.rglob("*.py")
                if re.search(r"^__version__\s*=", p.read_text("utf-8"), re.M)]
     assert written == [PACKAGE / "_version.py"]
+
+
+# --------------------------------------------------------------------------- design notes
+
+
+def test_citations_of_the_design_notes_point_at_real_sections():
+    """Code and tests cite docs/design.md by section ("docs/design.md §3"); the old
+    citations of an out-of-tree design file are gone (benchmarks/ and convert/ are
+    checked by their owners)."""
+    design = (ROOT / "docs" / "design.md").read_text("utf-8")
+    sections = {int(n) for n in re.findall(r"^## (\d+)\. ", design, re.M)}
+    cited, stale = set(), []
+    for folder in ("src", "tests", "models", "examples", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".py", ".md") or "convert" in path.parts:
+                continue
+            text = path.read_text("utf-8")
+            if re.search(r"(?<!docs/)" + "DESIGN" + r"\.md", text):
+                stale.append(str(path.relative_to(ROOT)))
+            cited |= {int(n) for n in re.findall(r"docs/design\.md\s+§(\d+)", text)}
+    assert stale == []
+    assert cited and cited <= sections, cited - sections

@@ -22,7 +22,7 @@ from pipdetect.schemes import (
 MEANFACE = {"wflw98": "WFLW", "300w68": "300W", "cofw29": "COFW", "aflw19": "AFLW",
             "lapa106": "LaPa"}
 
-# DESIGN.md section 7, transcribed by hand: "jaw 0,2,...,32; brows 33-37 and 42-46;
+# docs/design.md §8, transcribed by hand: "jaw 0,2,...,32; brows 33-37 and 42-46;
 # nose 51-59; right eye 60,61,63,64,65,67; left eye 68,69,71,72,73,75; mouth 76-95".
 DESIGN_98_TO_68 = (
     [("jaw", i) for i in range(0, 33, 2)]

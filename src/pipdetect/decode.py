@@ -1,4 +1,4 @@
-"""PIP-Net decoding in pure NumPy: five score/offset maps -> landmarks (DESIGN.md section 2).
+"""PIP-Net decoding in pure NumPy: five score/offset maps -> landmarks (docs/design.md §3).
 
 >>> decoder = PIPDecoder("WFLW")                  # or an (L, 2) mean face, num_nb=10
 >>> landmarks, scores = decoder(cls, x, y, nb_x, nb_y)
@@ -58,7 +58,7 @@ def _as_meanface(meanface: Any) -> np.ndarray:
 
 
 def _neighbours(meanface: np.ndarray, num_nb: int) -> np.ndarray:
-    """Neighbour lists exactly as the reference builds them (DESIGN.md section 2, step 4).
+    """Neighbour lists exactly as the reference builds them (docs/design.md §3, step 4).
 
     For each landmark ``i``: ``argsort`` (NumPy's default kind) of the squared
     distances from ``i`` to every landmark, positions ``1 .. num_nb``. Position 0
@@ -76,7 +76,7 @@ def _neighbours(meanface: np.ndarray, num_nb: int) -> np.ndarray:
 def _reverse_lists(neighbours: np.ndarray) -> list[list[int]]:
     """For each landmark j, the flat channels ``i*K + k`` with ``neighbours[i, k] == j``.
 
-    In order of ``i`` then ``k`` (DESIGN.md section 2, step 5), unpadded.
+    In order of ``i`` then ``k`` (docs/design.md §3, step 5), unpadded.
     """
     num_lms, num_nb = neighbours.shape
     reverse: list[list[int]] = [[] for _ in range(num_lms)]

@@ -266,7 +266,7 @@ WFLW98_TO_300W68: tuple[int, ...] = (
     + (68, 69, 71, 72, 73, 75)  # left eye
     + _r(76, 96)  # outer and inner lips
 )
-"""For each of the 68 points of ``300w68``, its index in ``wflw98`` (DESIGN.md section 7)."""
+"""For each of the 68 points of ``300w68``, its index in ``wflw98`` (docs/design.md §8)."""
 
 _CONVERSIONS: dict[tuple[str, str], tuple[int, ...]] = {
     ("wflw98", "300w68"): WFLW98_TO_300W68,
@@ -350,7 +350,7 @@ def _as_count(target: str | int) -> int | None:
 def convert_points(points: np.ndarray, source: str, target: str | int) -> np.ndarray:
     """``points`` (..., N, D) of scheme ``source`` as scheme ``target`` (e.g. 98 -> 68).
 
-    Only subsets are supported (currently ``wflw98`` -> ``300w68``, DESIGN.md section 7);
+    Only subsets are supported (currently ``wflw98`` -> ``300w68``, docs/design.md §8);
     other pairs raise :class:`ValueError`.
     """
     _, idx = conversion_indices(source, target)
