@@ -365,3 +365,50 @@ def test_face_parts(wflw_det, det, astronaut):
     assert "track_id" not in face.to_dict()
     tracked = dataclasses.replace(face, track_id=3)
     assert tracked.to_dict()["track_id"] == 3
+
+
+# ------------------------------------------------------------------ stage API
+def test_the_stages_by_hand_give_what_detect_gives(wflw_det, astronaut, wflw_meanface):
+    """find_faces -> make_crops -> run_network -> build_faces is detect, step by step,
+    and every stage keeps the documented shapes and conventions."""
+    from pipdetect.stages import CropLandmarks, FaceBoxes, OutputScheme
+
+    det = wflw_det
+    two = np.hstack([astronaut, astronaut[:, ::-1]])
+    output = det.output_scheme(68)
+    assert isinstance(output, OutputScheme) and output.name == "300w68"
+    assert len(output.indices) == 68
+    assert det.output_scheme(None) == ("wflw98", None) == det.output_scheme(98)
+    found = det.find_faces(two)
+    assert isinstance(found, FaceBoxes) and found.boxes.shape == (2, 4)
+    assert found.scores.shape == (2,) and found.keypoints.shape == (2, 5, 2)
+    area = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+    assert area[0] >= area[1]  # largest first
+    crops = det.make_crops(found)
+    assert crops.shape == (2, 4) and crops.dtype == np.float64
+    (result,) = det.run_network([(two, crops)])
+    assert isinstance(result, CropLandmarks)
+    assert result.points.shape == (2, 98, 2) and result.scores.shape == (2, 98)
+    for i in range(2):  # known answer: the mean face, stretched over each crop
+        np.testing.assert_allclose(result.points[i], analytic(wflw_meanface, crops[i]),
+                                   atol=1e-3)
+    faces = det.build_faces(result, found.boxes, found.scores, crops, output, [7, 8])
+    assert [f.track_id for f in faces] == [7, 8]
+    want = det.detect(two, points=68)
+    for got, ref in zip(faces, want, strict=True):
+        np.testing.assert_array_equal(got.landmarks, ref.landmarks)
+        assert (got.box, got.crop, got.score, got.scheme) == (ref.box, ref.crop, ref.score,
+                                                              ref.scheme)
+
+
+def test_given_faces_and_empty_stages(det, astronaut):
+    given = det.given_faces([BOX], astronaut)
+    assert given.boxes.tolist() == [list(BOX)] and given.scores.tolist() == [1.0]
+    assert given.keypoints is None
+    with pytest.raises(InvalidBoxError):
+        det.given_faces([[1e5, 1e5, 1e5 + 10, 1e5 + 10]], astronaut)
+    none = det.find_faces(np.zeros((64, 64, 3), np.uint8))
+    assert none.boxes.shape == (0, 4) and det.make_crops(none).shape == (0, 4)
+    (empty,) = det.run_network([(astronaut, np.zeros((0, 4)))])
+    assert empty.points.shape == (0, det.num_landmarks, 2)
+    assert det.max_faces is None
