@@ -1,0 +1,490 @@
+"""Video benchmark on real faces: per-frame detection vs tracking vs tracking + smoothing.
+
+    python benchmarks/video_bench.py               # bundled default model, ~4 min on 2 cores
+    python benchmarks/video_bench.py --model m.onnx --photos 2 --frames 24     # quicker
+    python benchmarks/video_bench.py --compare-crops   # + tracking with the mean-face crop
+    python benchmarks/video_bench.py --json out.json   # results (default video_results.json)
+
+Clips are synthesised from the annotated LFPW test photos (``../shared/data/lfpw_test``,
+68 points, read in place, never copied): every frame is the photo under a known
+similarity warp (camera pan, zoom, roll about the face), plus Gaussian sensor noise
+(sigma 3 grey levels), so every frame's true landmarks are the photo's landmarks
+under the same warp. Motion kinds (``KINDS``):
+
+* ``still``: noise only; ``slow-pan`` / ``fast-pan``: back-and-forth pans of 6 % of
+  the frame width per half-period of the clip / 20 % of it every 8 frames (up to
+  ~25 px, ~20 % of the face width per frame); ``zoom``: scale 0.8-1.25;
+  ``roll``: +-15 degrees; ``leave``: the face pans (~20 px per frame) out of the right
+  edge, stays out for 6 frames and comes back; ``cross``: two photos' faces (the second pasted
+  with a feathered mask) pass each other horizontally.
+
+Per motion kind and method it reports
+
+* **NME**: mean landmark error in % of the inter-ocular distance (outer eye
+  corners, points 36 and 45), over the frames where the face is wholly in view
+  and was found;
+* **jitter**: mean frame-to-frame change of the error vector (prediction - truth),
+  per point, in % of the inter-ocular distance: how much the landmarks shake
+  around the truth;
+* **lag**: the delay d (frames, in steps of 1/4, between -2 and 4) for which the
+  predictions best match the truth of d frames earlier (0 for still faces by
+  definition; "-" there);
+* **lost**: frames where the face was wholly in view but no prediction matched it
+  (a prediction matches a true face when its mean point error is below 50 % of
+  the inter-ocular distance; one-to-one, greedy);
+* **switches**: changes of the track id matched to one true face between two
+  frames (a face that left the picture entirely may come back with a new id:
+  not a switch). Per-frame detection has no ids ("-").
+
+Methods, measured side by side in one run on the same clips: ``per-frame``
+(``det.detect`` on every frame), ``tracked`` (``det.track(frames, smoothing=False)``)
+and ``smoothed`` (``det.track(frames)``, the defaults). Prints a Markdown table and
+the CPU; ``--json`` writes everything (default ``benchmarks/video_results.json``).
+The core (``make_clip``, ``run_method``, ``score_clip``, ``summarise``) is also used
+by ``tests/test_video_accuracy.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LFPW = ROOT.parent / "shared" / "data" / "lfpw_test"
+DEFAULT_JSON = HERE / "video_results.json"
+KINDS = ("still", "slow-pan", "fast-pan", "zoom", "roll", "leave", "cross")
+METHODS = ("per-frame", "tracked", "smoothed")
+CANVAS = (480, 360)
+"""(width, height) of the synthesised frames."""
+FACE_WIDTH = 140.0
+"""Width in pixels of the landmark box of a face in the synthesised frames (100 in ``cross``)."""
+NOISE_SIGMA = 3.0
+FPS = 30.0
+INTEROCULAR = (36, 45)
+MATCH_NME = 0.5
+LAG_STEPS = np.arange(-2.0, 4.0001, 0.25)
+
+
+@dataclass
+class Photo:
+    """An annotated photo: BGR image and its 68 landmarks (0-based, pixel-centre)."""
+
+    image: np.ndarray
+    points: np.ndarray
+    name: str
+
+
+@dataclass
+class Clip:
+    """A synthesised clip: frames and every face's true landmarks in every frame."""
+
+    kind: str
+    name: str
+    frames: list[np.ndarray]
+    truth: np.ndarray
+    """(T, F, L, 2) true landmarks (also where the face is out of view)."""
+    in_view: np.ndarray
+    """(T, F) bool: the face's landmark box lies wholly inside the frame."""
+    out_of_view: np.ndarray
+    """(T, F) bool: no landmark inside the frame."""
+
+
+def read_pts(path: Path) -> np.ndarray:
+    text = path.read_text()
+    body = text[text.index("{") + 1 : text.index("}")]
+    return np.array(body.split(), dtype=np.float64).reshape(-1, 2)
+
+
+def load_photos(folder: Path = LFPW, count: int = 4, offset: int = 0) -> list[Photo]:
+    """The first ``count`` photos (by name, after ``offset``) of an image + .pts folder."""
+    import cv2
+
+    out = []
+    for pts_path in sorted(folder.glob("*.pts"))[offset : offset + count]:
+        image_path = pts_path.with_suffix(".jpg")
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError(f"cannot read {image_path}")
+        out.append(Photo(image, read_pts(pts_path), pts_path.stem))
+    return out
+
+
+def _sim(scale: float, angle_deg: float, centre: Sequence[float], shift: Sequence[float]) -> Any:
+    """3x3 similarity: scale and rotate about ``centre``, then translate by ``shift``."""
+    a = math.radians(angle_deg)
+    c, s = scale * math.cos(a), scale * math.sin(a)
+    cx, cy = centre
+    return np.array([
+        [c, -s, cx - c * cx + s * cy + shift[0]],
+        [s, c, cy - s * cx - c * cy + shift[1]],
+        [0.0, 0.0, 1.0],
+    ])
+
+
+def _placement(points: np.ndarray, width: float, centre: Sequence[float]) -> Any:
+    """3x3 transform scaling the photo so its face's landmark box is ``width`` wide,
+    centred at ``centre`` of the canvas."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    k = width / float(hi[0] - lo[0])
+    mid = (lo + hi) / 2
+    return np.array([[k, 0, centre[0] - k * mid[0]], [0, k, centre[1] - k * mid[1]], [0, 0, 1.0]])
+
+
+def motion(kind: str, t: int, frames: int, face: int = 0) -> tuple[float, float, float, float]:
+    """(dx, dy, scale, roll in degrees) of face ``face`` at frame ``t``; dx, dy in pixels."""
+    w, _ = CANVAS
+    phase = 2 * math.pi * t / frames
+    if kind == "still":
+        return 0.0, 0.0, 1.0, 0.0
+    if kind == "slow-pan":
+        return 0.06 * w * math.sin(phase), 0.02 * w * math.sin(2 * phase), 1.0, 0.0
+    if kind == "fast-pan":  # triangle wave: 0.2 w per 8 frames
+        u = (t % 16) / 8.0
+        tri = u if u <= 1 else 2 - u
+        return 0.2 * w * (tri - 0.5), 0.0, 1.0, 0.0
+    if kind == "zoom":
+        return 0.0, 0.0, math.exp(math.log(1.25) * math.sin(phase)), 0.0
+    if kind == "roll":
+        return 0.0, 0.0, 1.0, 15.0 * math.sin(phase)
+    if kind == "leave":  # from near the right edge out of the picture, 6 frames away, back
+        near = 0.5 * w - 0.5 * FACE_WIDTH - 20
+        away = 0.5 * w + 0.6 * FACE_WIDTH
+        hold = max(1, frames // 8)
+        ramp = max(1, (frames - 6 - 2 * hold) // 2)  # ~20 px per frame at 32 frames
+        k = t - hold
+        if k <= 0:
+            return near, 0.0, 1.0, 0.0
+        if k <= ramp:
+            return near + (away - near) * k / ramp, 0.0, 1.0, 0.0
+        if k <= ramp + 6:
+            return away, 0.0, 1.0, 0.0
+        back = min(1.0, (k - ramp - 6) / ramp)
+        return away - (away - near) * back, 0.0, 1.0, 0.0
+    if kind == "cross":  # face 0 left -> right, face 1 right -> left, overlapping a little
+        u = t / max(frames - 1, 1)
+        span = 0.55 * w
+        dx = span * (u - 0.5) * (1 if face == 0 else -1)
+        return dx, 0.0, 1.0, 0.0
+    raise ValueError(f"unknown motion kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _face_mask(photo: Photo, shape: tuple[int, int]) -> np.ndarray:
+    """A feathered elliptical mask (float32 0..1) around the face of ``photo``."""
+    import cv2
+
+    lo, hi = photo.points.min(axis=0), photo.points.max(axis=0)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 * np.array([1.35, 1.6])
+    mask = np.zeros(shape, np.float32)
+    cv2.ellipse(mask, (int(mid[0]), int(mid[1] - 0.15 * half[1])),
+                (int(half[0]), int(half[1])), 0, 0, 360, 1.0, -1)
+    k = int(max(3, 0.15 * half[0])) | 1
+    return cv2.GaussianBlur(mask, (k, k), 0)
+
+
+def make_clip(kind: str, photos: Sequence[Photo], frames: int = 32, seed: int = 0,
+              noise: float = NOISE_SIGMA) -> Clip:
+    """Clip ``kind`` of ``photos[0]`` (and ``photos[1]`` for ``cross``) with its truth."""
+    import cv2
+
+    w, h = CANVAS
+    rng = np.random.default_rng(seed)
+    faces = list(photos[:2]) if kind == "cross" else [photos[0]]
+    if kind == "cross" and len(faces) < 2:
+        raise ValueError("a cross clip needs two photos")
+    if kind == "cross":
+        width = 100.0
+        centres = [(w / 2, h / 2 - 0.55 * width), (w / 2, h / 2 + 0.55 * width)]
+    else:
+        width = FACE_WIDTH
+        centres = [(w / 2, h / 2)]
+    masks = [None] + [_face_mask(p, p.image.shape[:2]) for p in faces[1:]]
+    out, truth = [], np.zeros((frames, len(faces), len(faces[0].points), 2))
+    for t in range(frames):
+        canvas = None
+        for f, (photo, centre, mask) in enumerate(zip(faces, centres, masks, strict=True)):
+            dx, dy, s, roll = motion(kind, t, frames, f)
+            m = (_sim(s, roll, centre, (dx, dy)) @ _placement(photo.points, width, centre))[:2]
+            pts = photo.points @ m[:, :2].T + m[:, 2]
+            truth[t, f] = pts
+            warped = cv2.warpAffine(photo.image, m, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            if canvas is None:
+                canvas = warped.astype(np.float32)
+            else:
+                alpha = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+                canvas = canvas * (1 - alpha) + warped.astype(np.float32) * alpha
+        assert canvas is not None
+        canvas += rng.normal(0.0, noise, canvas.shape).astype(np.float32)
+        out.append(np.clip(np.rint(canvas), 0, 255).astype(np.uint8))
+    lo, hi = truth.min(axis=2), truth.max(axis=2)
+    in_view = (lo[..., 0] >= 0) & (lo[..., 1] >= 0) & (hi[..., 0] <= w - 1) & (hi[..., 1] <= h - 1)
+    inside = ((truth[..., 0] >= 0) & (truth[..., 0] <= w - 1)
+              & (truth[..., 1] >= 0) & (truth[..., 1] <= h - 1))
+    name = "+".join(p.name for p in faces)
+    return Clip(kind, name, out, truth, in_view, ~inside.any(axis=2))
+
+
+# ----------------------------------------------------------------------------- running
+
+
+Prediction = list[tuple[np.ndarray, np.ndarray, "int | None"]]
+"""One frame's faces: (landmarks (L, 2), scores (L,), track id or None)."""
+
+
+def run_method(det: Any, clip: Clip, method: str, **options: Any) -> list[Prediction]:
+    """Every frame's faces by ``method`` (``per-frame``, ``tracked``, ``smoothed``).
+
+    ``options`` go to ``det.track`` (tracked / smoothed)."""
+    def faces_of(faces: Iterable[Any]) -> Prediction:
+        return [(np.asarray(f.landmarks, np.float64), np.asarray(f.scores, np.float64),
+                 f.track_id) for f in faces]
+
+    if method == "per-frame":
+        return [faces_of(det.detect(frame)) for frame in clip.frames]
+    if method in ("tracked", "smoothed"):
+        opts = {"smoothing": method == "smoothed", **options}
+        if opts.pop("crop_rule", "model") == "meanface":  # the pre-issue-15 tracking crop
+            from unittest import mock
+
+            with mock.patch("pipdetect.track.training_crop_enlargement", return_value=None):
+                return [faces_of(r) for r in det.track(iter(clip.frames), fps=FPS, **opts)]
+        return [faces_of(r) for r in det.track(iter(clip.frames), fps=FPS, **opts)]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _iod(points: np.ndarray) -> Any:
+    a, b = INTEROCULAR
+    return np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1)
+
+
+def match(clip: Clip, preds: Sequence[Prediction]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame and true face: matched landmarks (T, F, L, 2) (NaN: none), ids (T, F)
+    (-1: none or no id) and the matched faces' scores (T, F, L) (NaN: none)."""
+    t_n, f_n, l_n, _ = clip.truth.shape
+    pts = np.full((t_n, f_n, l_n, 2), np.nan)
+    ids = np.full((t_n, f_n), -1)
+    scores = np.full((t_n, f_n, l_n), np.nan)
+    for t, faces in enumerate(preds):
+        if not faces:
+            continue
+        iod = _iod(clip.truth[t])
+        err = np.array([[np.linalg.norm(p[0] - clip.truth[t, f], axis=1).mean() / iod[f]
+                         if p[0].shape == clip.truth[t, f].shape else np.inf
+                         for p in faces] for f in range(f_n)])
+        used_f: set[int] = set()
+        used_k: set[int] = set()
+        for flat in np.argsort(err, axis=None):
+            f, k = divmod(int(flat), len(faces))
+            if err[f, k] >= MATCH_NME:
+                break
+            if f in used_f or k in used_k:
+                continue
+            used_f.add(f)
+            used_k.add(k)
+            pts[t, f] = faces[k][0]
+            scores[t, f] = faces[k][1]
+            ids[t, f] = -1 if faces[k][2] is None else int(faces[k][2])
+    return pts, ids, scores
+
+
+def _lag(pred: np.ndarray, truth: np.ndarray, ok: np.ndarray) -> float | None:
+    """Delay in frames (LAG_STEPS) that best aligns pred (T, L, 2) with truth (T, L, 2)."""
+    t_n = len(truth)
+    idx = np.arange(t_n)
+    best, best_err = None, math.inf
+    for d in LAG_STEPS:
+        src = idx - d
+        valid = ok & (src >= 0) & (src <= t_n - 1)
+        if valid.sum() < max(4, ok.sum() // 2):
+            continue
+        lo = np.clip(np.floor(src).astype(int), 0, t_n - 1)
+        hi = np.clip(lo + 1, 0, t_n - 1)
+        frac = (src - lo)[:, None, None]
+        shifted = truth[lo] * (1 - frac) + truth[hi] * frac
+        e = float(np.linalg.norm(pred[valid] - shifted[valid], axis=-1).mean())
+        if e < best_err - 1e-9:
+            best, best_err = float(d), e
+    return best
+
+
+def score_clip(clip: Clip, preds: Sequence[Prediction]) -> dict[str, Any]:
+    """NME, jitter and lag (per face), lost frames and identity switches of one clip."""
+    pts, ids, _ = match(clip, preds)
+    iod = _iod(clip.truth)  # (T, F)
+    found = ~np.isnan(pts[..., 0, 0])
+    ok = found & clip.in_view
+    err = pts - clip.truth
+    nme = np.linalg.norm(err, axis=-1).mean(axis=-1) / iod  # (T, F)
+    jit = []
+    for f in range(clip.truth.shape[1]):
+        both = ok[1:, f] & ok[:-1, f]
+        if both.any():
+            d = np.linalg.norm(err[1:, f] - err[:-1, f], axis=-1).mean(axis=-1) / iod[1:, f]
+            jit.extend(d[both].tolist())
+    lags = []
+    if clip.kind != "still":
+        for f in range(clip.truth.shape[1]):
+            lag = _lag(np.nan_to_num(pts[:, f]), clip.truth[:, f], ok[:, f])
+            if lag is not None:
+                lags.append(lag)
+    switches = 0
+    for f in range(clip.truth.shape[1]):
+        last = None
+        for t in range(len(ids)):
+            if clip.out_of_view[t, f]:
+                last = None
+            if ids[t, f] < 0:
+                continue
+            if last is not None and ids[t, f] != last:
+                switches += 1
+            last = int(ids[t, f])
+    has_ids = bool((ids >= 0).any())
+    return {
+        "clip": clip.name,
+        "nme_sum": float(nme[ok].sum()),
+        "nme_n": int(ok.sum()),
+        "jitter_sum": float(np.sum(jit)),
+        "jitter_n": len(jit),
+        "lags": lags,
+        "lost": int((clip.in_view & ~found).sum()),
+        "switches": switches if has_ids else None,
+    }
+
+
+def summarise(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pool per-clip scores of one motion kind and method: NME and jitter in %, mean lag."""
+    n = sum(s["nme_n"] for s in scores)
+    jn = sum(s["jitter_n"] for s in scores)
+    lags = [v for s in scores for v in s["lags"]]
+    sw = [s["switches"] for s in scores if s["switches"] is not None]
+    return {
+        "nme": 100 * sum(s["nme_sum"] for s in scores) / n if n else None,
+        "jitter": 100 * sum(s["jitter_sum"] for s in scores) / jn if jn else None,
+        "lag": float(np.mean(lags)) if lags else None,
+        "lost": sum(s["lost"] for s in scores),
+        "switches": sum(sw) if sw else None,
+        "face_frames": n,
+        "clips": len(scores),
+    }
+
+
+def photos_for(kind: str, photos: Sequence[Photo], count: int) -> list[list[Photo]]:
+    """The photo groups of ``kind``'s clips: one photo each, two for ``cross``."""
+    if kind == "cross":
+        return [[photos[i % len(photos)], photos[(i + 1) % len(photos)]] for i in range(count)]
+    return [[photos[i % len(photos)]] for i in range(count)]
+
+
+def evaluate(det: Any, photos: Sequence[Photo], *, kinds: Sequence[str] = KINDS,
+             clips_per_kind: int = 4, frames: int = 32,
+             methods: dict[str, tuple[str, dict[str, Any]]] | None = None,
+             progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """{kind: {method label: summary}} for the clips of ``kinds``.
+
+    ``methods``: label -> (method, det.track options); default the three of METHODS."""
+    methods = methods or {m: (m, {}) for m in METHODS}
+    out: dict[str, dict[str, Any]] = {}
+    for k_i, kind in enumerate(kinds):
+        per: dict[str, list[dict[str, Any]]] = {label: [] for label in methods}
+        for c_i, group in enumerate(photos_for(kind, photos, clips_per_kind)):
+            clip = make_clip(kind, group, frames, seed=1000 * k_i + c_i)
+            for label, (method, opts) in methods.items():
+                per[label].append(score_clip(clip, run_method(det, clip, method, **opts)))
+        out[kind] = {label: summarise(s) for label, s in per.items()}
+        if progress:
+            progress(kind)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    labels = list(next(iter(results.values())))
+    head = "| motion | " + " | ".join(
+        f"NME % {lb}" for lb in labels) + " | " + " | ".join(
+        f"jitter % {lb}" for lb in labels) + " | " + " | ".join(
+        f"lag {lb}" for lb in labels) + " | lost (" + " / ".join(labels) + ") | switches (" + \
+        " / ".join(labels[1:]) + ") |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for kind, row in results.items():
+        cells = [kind]
+        cells += [_fmt(row[lb]["nme"]) for lb in labels]
+        cells += [_fmt(row[lb]["jitter"]) for lb in labels]
+        cells += [_fmt(row[lb]["lag"]) for lb in labels]
+        cells.append(" / ".join(_fmt(row[lb]["lost"]) for lb in labels))
+        cells.append(" / ".join(_fmt(row[lb]["switches"]) for lb in labels[1:]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model file or name (default: the bundled default)")
+    parser.add_argument("--data", type=Path, default=LFPW, help="LFPW test folder (images + .pts)")
+    parser.add_argument("--photos", type=int, default=8, help="clips (photos) per motion kind")
+    parser.add_argument("--frames", type=int, default=32, help="frames per clip")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated motion kinds")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compare-crops", action="store_true",
+                        help="also track with the mean-face-fit crop (the rule before issue 15)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                        help=f"write results here (default {DEFAULT_JSON.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+
+    from pipdetect import LandmarkDetector
+    from pipdetect._cpu import cpu_info
+
+    if not args.data.is_dir():
+        print(f"no LFPW test photos at {args.data} (research data, developers' machines only)",
+              file=sys.stderr)
+        return 2
+    det = LandmarkDetector(args.model, threads=args.threads) if args.model else \
+        LandmarkDetector(threads=args.threads)
+    photos = load_photos(args.data, args.photos + 1)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    start = time.perf_counter()
+    methods = {m: (m, {}) for m in METHODS}
+    if args.compare_crops:
+        methods["tracked, mean-face crop"] = ("tracked", {"crop_rule": "meanface"})
+    results = evaluate(det, photos, methods=methods,
+                       kinds=kinds, clips_per_kind=args.photos, frames=args.frames,
+                       progress=lambda k: print(f"  {k}: {time.perf_counter() - start:.0f} s",
+                                                file=sys.stderr))
+    cpu = cpu_info()
+    print(f"model: {det.spec.name} ({args.model or 'bundled default'}); CPU: {cpu.get('model')}, "
+          f"{cpu.get('cores')} cores; {args.photos} clips x {args.frames} frames per kind, "
+          f"{time.perf_counter() - start:.0f} s")
+    print()
+    print(markdown(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "model": det.spec.name, "model_file": args.model, "accuracy": det.spec.accuracy,
+        "cpu": cpu.get("model"), "cores": cpu.get("cores"), "photos": args.photos,
+        "frames": args.frames, "fps": FPS, "canvas": list(CANVAS), "noise_sigma": NOISE_SIGMA,
+        "results": results,
+    }, indent=1))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
