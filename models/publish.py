@@ -11,7 +11,9 @@ always change together. Credentials are huggingface_hub's own (``HF_TOKEN`` or
 
 ``--record`` then writes the commit id, sizes and SHA-256 into
 ``models/catalogue.json`` and its packaged copy ``src/pipdetect/assets/zoo.json``:
-the next pipdetect release then downloads exactly that commit by default.
+the next pipdetect release then downloads exactly that commit by default, and
+refuses any file (or manifest) that does not match the recorded size and SHA-256
+(``pipdetect.zoo``: the packaged catalogue is checked first, the manifest second).
 """
 
 from __future__ import annotations
