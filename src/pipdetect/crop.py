@@ -17,6 +17,7 @@ Conventions (used everywhere in pipdetect):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,10 @@ from .errors import InvalidBoxError, ModelFormatError
 __all__ = [
     "CropPolicy",
     "as_boxes",
+    "crop_from_landmark_box",
     "crop_from_landmarks",
     "crops_to_image",
+    "training_crop_enlargement",
     "warp_crops",
 ]
 
@@ -168,6 +171,73 @@ def crop_from_landmarks(points: np.ndarray, meanface: np.ndarray) -> np.ndarray:
     size = np.where(size > 0, size, np.maximum(span, 1.0) / mspan)
     start = pts.mean(axis=1) - mf.mean(axis=0) * size
     return np.concatenate([start, start + size], axis=1)
+
+
+PRESET_BOX_RULES = {"300W": 1.1, "300W-CelebA": 1.3, "300W-COFW-WFLW": 1.3}
+"""Presets whose training crop is the 68-point landmark box enlarged by this factor about
+its centre (the reference preprocessing; the same table as ``models/fit_crop_policy.py``'s
+``BOX_RULES``). The other presets' crops come from dataset face boxes: no landmark rule."""
+
+_BOX_TARGET = re.compile(r"target:\s*landmark box x\s*([0-9]*\.?[0-9]+)")
+
+
+def training_crop_enlargement(spec: Any) -> float | None:
+    """The landmark-box factor of a model's training crop, from its metadata; ``None``
+    when its crops were not built from the landmark box (use :func:`crop_from_landmarks`).
+
+    Read from the crop policy's ``fitted_on`` (``"...; target: landmark box x 1.1; ..."``,
+    written by ``pipdetect convert --crop-policy`` for models we train and by
+    ``models/fit_crop_policy.py`` for the presets), else from the model's ``dataset``
+    when it names a preset of :data:`PRESET_BOX_RULES`. Only for 68-point models (the
+    rule is defined on the 300W landmarks).
+    """
+    if getattr(spec, "num_landmarks", None) != 68:
+        return None
+    policy = getattr(spec, "crop_policy", None) or {}
+    fitted_on = str(policy.get("fitted_on", "")) if isinstance(policy, dict) else ""
+    found = _BOX_TARGET.search(fitted_on)
+    if found:
+        value = float(found.group(1))
+        return value if 1.0 <= value <= 3.0 else None
+    if "target:" in fitted_on:  # e.g. "target: mean-face fit of the landmarks"
+        return None
+    dataset = getattr(spec, "dataset", None)
+    if dataset:
+        from .presets import get_preset
+
+        try:
+            name = get_preset(str(dataset)).name
+        except KeyError:
+            return None
+        return PRESET_BOX_RULES.get(name)
+    return None
+
+
+def crop_from_landmark_box(points: np.ndarray, enlarge: float, upright: bool = True) -> np.ndarray:
+    """The 300W-style training crop (N, 4) of 68-point landmarks (N, 68, 2): their bounding
+    box enlarged by ``enlarge`` about its centre (not square), as the model was trained.
+
+    ``upright``: measure the box in the face's own frame (rolled back by the angle of the
+    line through the eye centres, points 36-41 and 42-47), then lay it axis-aligned at the
+    same centre. Training crops are the box of the annotated, mostly upright face, rotated
+    afterwards by augmentation; the box of a rolled face's landmarks is larger than that.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if upright and pts.shape[1] == 68:
+        d = pts[:, 42:48].mean(axis=1) - pts[:, 36:42].mean(axis=1)
+        angle = np.arctan2(d[:, 1], d[:, 0])
+        c, s = np.cos(angle), np.sin(angle)
+        rot = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # rolls back by angle
+        mid0 = (pts.min(axis=1) + pts.max(axis=1)) / 2
+        q = np.einsum("nij,nlj->nli", rot, pts - mid0[:, None])
+        lo, hi = q.min(axis=1), q.max(axis=1)
+        m = (lo + hi) / 2
+        centre = mid0 + np.einsum("nji,nj->ni", rot, m)  # back into the image
+    else:
+        lo, hi = pts.min(axis=1), pts.max(axis=1)
+        centre = (lo + hi) / 2
+    half = np.maximum(hi - lo, 1.0) * float(enlarge) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
 
 
 def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
