@@ -192,13 +192,17 @@ def test_smoothing_removes_jitter_and_follows_a_step_within_a_few_frames(dots_de
     smooth = np.array([r[0].landmarks for r in dots_det.track(frames)])
     truth = np.array(truths)
     still = slice(5, step_at)
-    assert jitter(smooth[still]) < 0.5 * jitter(raw[still])
+    # 7 dots with 1.2 px of noise each: ~2 % of the face per point and frame, 4x the
+    # trained model's noise on real faces, where the default FaceSmoother cuts jitter ~4x
+    # (benchmarks/video_bench.py, tests/test_video_accuracy.py). Here the pose filter,
+    # fitted to only 7 noisy points, stays partly open.
+    assert jitter(smooth[still]) < 0.65 * jitter(raw[still])
     assert np.abs(smooth[still] - truth[still]).mean() < np.abs(raw[still] - truth[still]).mean()
     # the step: at most 3 frames until within 10 % of its size
     size = np.linalg.norm(step)
     err = np.linalg.norm(smooth - truth, axis=-1).max(axis=1)
     assert err[step_at + 3 :].max() < 0.1 * size + 2.0
-    assert err[step_at] > 0.1 * size  # (it does lag a little: the test can fail)
+    assert err[step_at] < 0.1 * size + 2.0  # the pose filter opens at once: no lag
 
 
 def test_smoothing_is_per_track(dots_det, base):
@@ -309,3 +313,32 @@ def test_points_and_bad_options(tmp_path, wflw_meanface, astronaut):
 def test_missing_video_fails_before_the_first_frame(dots_det, tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         dots_det.track(tmp_path / "nope.mp4")
+
+
+def test_face_smoother_follows_rigid_motion_and_steadies_noise():
+    from pipdetect.track import FaceSmoother
+
+    rng = np.random.default_rng(3)
+    shape = rng.uniform(0, 100, (68, 2))
+    f = FaceSmoother()
+    for t in range(30):  # a pan of 6 px per frame with a 3-degree roll per frame: no lag
+        a = np.radians(3.0 * t)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        truth = (shape - 50) @ rot.T + 50 + [6.0 * t, 0.0]
+        out = f(truth, t / 30)
+    np.testing.assert_allclose(out, truth, atol=0.5)
+    f.reset()
+    outs = [f(shape + rng.normal(0, 1.0, shape.shape), t / 30) for t in range(40)]
+    assert jitter(np.array(outs[10:])) < 0.3 * jitter(shape + rng.normal(0, 1.0, (30, 68, 2)))
+
+
+def test_smoothing_presets_and_the_old_one_euro_filter(dots_det):
+    from pipdetect.track import FaceSmoother
+
+    assert isinstance(Tracker(dots_det, smoothing="responsive")._new_filter(), FaceSmoother)
+    assert isinstance(Tracker(dots_det)._new_filter(), FaceSmoother)
+    old = Tracker(dots_det, min_cutoff=1.0)._new_filter()
+    assert isinstance(old, OneEuroFilter) and (old.min_cutoff, old.beta) == (1.0, 5.0)
+    assert Tracker(dots_det, smoothing=False)._new_filter() is None
+    with pytest.raises(ValueError, match="smoothing"):
+        Tracker(dots_det, smoothing="sharp")
