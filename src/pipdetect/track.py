@@ -166,9 +166,27 @@ class FaceSmoother:
         radians per second (zoom, roll): the same setting works for faces of any size.
         Times are seconds, so frame rates need no retuning.
 
-    Measured with ``benchmarks/video_bench.py`` (trained default model, 4 clips x 32
-    frames per motion kind at 30 fps, NME / jitter in % of the inter-ocular distance):
-    see :data:`SMOOTHING_PRESETS` and the README's video section.
+    Measured with ``benchmarks/video_bench.py`` (trained default model, 8 clips x 32
+    frames per motion kind at 30 fps; NME / jitter in % of the inter-ocular distance,
+    lag in frames):
+
+    ==========  ================  ================  ==================  ============
+    motion      per-frame detect  tracked, raw      tracked, "smooth"   smooth lag
+    ==========  ================  ================  ==================  ============
+    still       2.87 / 0.59       2.84 / 0.52       2.81 / 0.15         -
+    slow pan    2.87 / 0.77       2.88 / 0.71       2.85 / 0.39         0.00
+    fast pan    2.86 / 0.88       2.88 / 0.63       2.86 / 0.31         0.00
+    zoom        2.85 / 0.71       2.86 / 0.60       2.84 / 0.29         0.09
+    roll        2.95 / 0.85       2.95 / 0.78       2.89 / 0.38         0.03
+    leave       2.81 / 0.54       2.90 / 0.78       2.90 / 0.50         0.00
+    cross       3.14 / 1.07       3.12 / 0.79       3.09 / 0.37         0.03
+    ==========  ================  ================  ==================  ============
+
+    The per-coordinate One Euro filter with the old defaults (1 Hz, beta 5) on the
+    same tracks: still 2.81 / 0.09 but slow pan 6.65 % NME (lag 1.1 frames), fast pan
+    9.18 %, zoom 3.92 %, roll 4.09 %. ``"responsive"`` (pose 1 Hz / 300 / 30 Hz, shape
+    0.3 Hz / 30 / 1 Hz): the same NME within 0.02, still jitter 0.22 (2.7x below
+    per-frame instead of 3.9x), expressions pass sooner.
     """
 
     def __init__(self, pose: SmoothingParams = SMOOTHING_PRESETS["smooth"][0],
@@ -543,19 +561,21 @@ class Tracker:
         upright. Others get the mean-face fit of the landmarks the model is sure of (all
         if few are).
         """
-        # Measured with benchmarks/video_bench.py on the trained default model (8 clips x
-        # 32 frames per motion kind; NME % of tracking without smoothing, per-frame
-        # detection for reference):
+        # Measured with benchmarks/video_bench.py --compare-crops on the trained default
+        # model (8 clips x 32 frames per motion kind; NME % of tracking without smoothing,
+        # per-frame detection for reference):
         #   motion            still  slow-pan fast-pan zoom  roll  leave cross
         #   mean-face fit     2.96   3.06     3.10     3.01  3.15  3.02  3.37
-        #   landmark box x1.1 2.84   2.88     2.89     2.86  2.95  3.02  3.12  (upright)
+        #   landmark box x1.1 2.84   2.88     2.88     2.86  2.95  2.90  3.12
         #   per-frame detect  2.87   2.87     2.86     2.85  2.95  2.81  3.14
-        # The box rule is the more accurate on every kind (leave: a tie), so it is used
-        # wherever the metadata gives it. Measuring the box upright (rolled back by the
-        # eye line, as the training crops were taken before rotation augmentation) beat
-        # the plain box on rolled faces (roll 2.45 vs 2.47, 4 clips). Moving the crop on
-        # by its last frame-to-frame motion made things worse (noise is amplified:
-        # still 2.50 vs 2.50, fast-pan 2.51 vs 2.45 on the stand-in), so it is not done.
+        # The box rule is the more accurate on every kind, so it is used wherever the
+        # metadata gives it. Measured upright (rolled back by the eye line: the training
+        # crops were taken before the rotation augmentation) it beat the plain box on
+        # rolled faces (roll 2.45 vs 2.47 on 4 clips). Replacing unsure points (score
+        # below min_confidence: outside the picture, occluded) by the mean-face fit's
+        # before taking the box cut the leave-and-re-enter NME from 3.02 to 2.90. Moving
+        # the crop on by its last frame-to-frame motion made it worse (the landmark noise
+        # is amplified: fast-pan 2.51 vs 2.45 on a stand-in model), so that is not done.
         sure = scores >= self._min_confidence
         if sure.sum() < max(3, len(scores) // 4):
             sure[:] = True
