@@ -325,6 +325,17 @@ def test_video_options_and_arrays(video, tmp_path, capsys):
     code, out, _ = run([path, "-m", model, "--format", "csv", "-q"], capsys)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 21 and lines[1].split(",")[1:5] == ["0", "0.0", "0", "0"]
+    # the presets and the legacy One Euro filter: all run, and differ from each other
+    tracks = {}
+    for extra in ([], ["--smoothing", "responsive"], ["--min-cutoff", "1", "--beta", "5"],
+                  ["--no-smooth"]):
+        out_npy = tmp_path / f"clip{len(tracks)}.npy"
+        code, _, _ = run([path, "-m", model, "-o", out_npy, "-q", *extra], capsys)
+        assert code == 0
+        tracks[" ".join(extra)] = np.load(out_npy)
+        np.testing.assert_allclose(tracks[" ".join(extra)][6:, 0], np.array(truths)[6:], atol=3.0)
+    keys = list(tracks)
+    assert all(not np.array_equal(tracks[a], tracks[b]) for a in keys for b in keys if a < b)
 
 
 # ----------------------------------------------------------------- as a program

@@ -157,12 +157,18 @@ def _add_video_options(video: Any) -> None:
                             "(default 0.25)")
     video.add_argument("--no-smooth", action="store_true",
                        help="no temporal smoothing of landmarks")
-    video.add_argument("--min-cutoff", type=float, default=DEFAULT_MIN_CUTOFF, metavar="HZ",
-                       help="smoothing: One Euro cutoff at rest, Hz (default "
-                            f"{DEFAULT_MIN_CUTOFF:g}; lower is smoother)")
-    video.add_argument("--beta", type=float, default=DEFAULT_BETA, metavar="B",
-                       help="smoothing: One Euro speed coefficient per face size (default "
-                            f"{DEFAULT_BETA:g}; higher lags less on fast motion)")
+    video.add_argument("--smoothing", choices=("smooth", "responsive"), default="smooth",
+                       help="smoothing preset (default smooth: about 4x less jitter on a still "
+                            "face, no measured lag on pans; responsive: follows sudden motion "
+                            "and expressions sooner); see benchmarks/video_bench.py")
+    video.add_argument("--min-cutoff", type=float, default=None, metavar="HZ",
+                       help="use the per-coordinate One Euro filter of earlier versions with "
+                            f"this cutoff at rest, Hz (its default {DEFAULT_MIN_CUTOFF:g}; "
+                            "lower is smoother)")
+    video.add_argument("--beta", type=float, default=None, metavar="B",
+                       help="use the per-coordinate One Euro filter of earlier versions with "
+                            f"this speed coefficient per face size (its default "
+                            f"{DEFAULT_BETA:g}; higher lags less)")
 
 
 def _bounded(cast: Callable[[str], Any], low: float, high: float, what: str) -> Any:
@@ -636,7 +642,8 @@ def _frames(job: _Job, source: Any) -> tuple[Any, Any]:
     return det.track(
         frames, boxes=boxes, points=o.points, fps=info.fps,
         redetect_interval=o.redetect_interval, min_confidence=o.min_confidence,
-        smoothing=not o.no_smooth, min_cutoff=o.min_cutoff, beta=o.beta,
+        smoothing=False if o.no_smooth else o.smoothing,
+        **{k: v for k, v in (("min_cutoff", o.min_cutoff), ("beta", o.beta)) if v is not None},
     ), info
 
 
