@@ -386,7 +386,7 @@ def bench_model(name: str, model: dict[str, Any], photos: dict[str, np.ndarray],
 def _preprocess(crops: np.ndarray, spec: Any) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR crops -> the network's input: pipdetect's reference
     preprocessing (the plain form the quantiser calibrates with)."""
-    from pipdetect.convert.quantize import _preprocess as reference
+    from pipdetect.convert.quantize import reference_preprocess as reference
 
     return reference(crops, spec)
 

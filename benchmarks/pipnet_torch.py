@@ -1,6 +1,6 @@
 """PIP-Net in PyTorch eager mode, for the benchmark only (pipdetect never imports torch).
 
-Written from DESIGN.md section 1 and the layout of the authors' checkpoints:
+Written from docs/design.md (the network) and the layout of the authors' checkpoints:
 a torchvision-style ResNet (``conv1``/``bn1``/``layer1``-``layer4``, no ``fc``,
 ``downsample.0``/``downsample.1``) at stride 32, then five 1x1 heads
 ``cls_layer``, ``x_layer``, ``y_layer`` (L channels), ``nb_x_layer``,

@@ -10,7 +10,7 @@ this script trains one from scratch, on the LFPW test photos that
 model and ``[40:80]`` measure the drift), and then runs the benchmark's own
 quantisation (``bench._quantize``) and drift measurement (``bench._drift``) on it.
 
-Training follows the PIP-Net reference (DESIGN.md sections 1-3): crops are the
+Training follows the PIP-Net reference (docs/design.md): crops are the
 68-point landmark box enlarged 1.1 about its centre (the 300W convention),
 stretched to 256x256, RGB with ImageNet normalisation; the score map target is 1
 at the landmark's cell and 0 elsewhere (MSE, weight 10); x/y offsets of the

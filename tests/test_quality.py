@@ -25,10 +25,8 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "src" / "pipdetect"
 
-UPWARD_IMPORTS_ALLOWED = {"pipdetect.convert"}
-"""Modules still importing a name from the package root. convert/__init__.py reads
-``pipdetect.__version__`` (``from .. import __version__``); it belongs to the converter's
-int8 work and moves to ``from .._version import __version__`` there."""
+UPWARD_IMPORTS_ALLOWED: set[str] = set()
+"""Modules allowed to import a name from the package root: none."""
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:

@@ -365,7 +365,7 @@ def convert_checkpoint(
 
 
 def _pipdetect_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -58,7 +58,7 @@ from ..errors import NoFaceError
 from ..image import ImageInput, load_image
 from ..model import INPUT_NAME, OUTPUT_NAMES, ModelSpec, load_model
 
-__all__ = ["IMAGE_SUFFIXES", "calibration_batch", "quantize_model"]
+__all__ = ["IMAGE_SUFFIXES", "calibration_batch", "quantize_model", "reference_preprocess"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -121,10 +121,10 @@ def calibration_batch(
     batch = np.concatenate(crops)
     if mirror:
         batch = np.concatenate([batch, batch[:, :, ::-1]])
-    return _preprocess(batch, spec)
+    return reference_preprocess(batch, spec)
 
 
-def _preprocess(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
+def reference_preprocess(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """(N, H, W, 3) uint8 BGR -> (N, 3, H, W) float32 as the model expects (see model.py)."""
     x: np.ndarray = crops.astype(np.float32) / np.float32(255.0)
     if spec.channel_order == "RGB":
