@@ -59,44 +59,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTEROCULAR = (36, 45)
 """300W inter-ocular normalisation: outer corners of the two eyes."""
 
-
-def _mirror(pairs: list[tuple[int, int]]) -> tuple[int, ...]:
-    table = list(range(NUM_LMS))
-    for a, b in pairs:
-        table[a], table[b] = b, a
-    return tuple(table)
+# The data conventions, targets and loss are the default model's (training/): one copy.
+sys.path.insert(0, str(ROOT / "training"))
+from data import FLIP_68, landmark_crop, make_targets, to_input  # noqa: E402
+from data import read_pts as _read_pts  # noqa: E402
 
 
-FLIP_68 = _mirror(
-    [(i, 16 - i) for i in range(8)]  # jaw 0-16, chin 8 stays
-    + [(17 + i, 26 - i) for i in range(5)]  # brows 17-21 <-> 26-22
-    # nose bridge 27-30 stays; nose base 31-35, 33 stays
-    + [(31, 35), (32, 34)]
-    # eyes, both listed clockwise from the outer corner
-    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
-    # outer lips 48-59 (51 and 57 stay), inner lips 60-67 (62 and 66 stay)
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]
-    + [(60, 64), (61, 63), (65, 67)]
-)
-"""300W 68-point index of each landmark's mirror image partner (subject's left <-> right).
+def read_pts(path: Path) -> np.ndarray:
+    """Landmarks (68, 2) float64 of a 300-W ``.pts`` file (image pixels, as stored)."""
+    return _read_pts(path)
 
-After flipping an image left-right, landmark ``i`` of the flipped face is landmark
-``FLIP_68[i]`` of the original. pipdetect has no flip map, so it is defined here
-(checked against the 300W mean face in ``tests/test_train_proxy.py``).
-"""
+
+def _nme(pred: np.ndarray, truth: np.ndarray) -> float:
+    from data import nme
+
+    return float(nme(pred[None], truth[None])[0])
+
+
+def pip_loss(outputs: tuple[Any, ...], targets: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    """Reference loss: 10 * MSE(score maps) + L1 of the four offset maps at the positive cell."""
+    from nets import pip_loss as loss
+
+    return loss(outputs, targets, CLS_WEIGHT, REG_WEIGHT)
 
 
 # ----------------------------------------------------------------------------- data
-def read_pts(path: Path) -> np.ndarray:
-    """Landmarks (68, 2) float64 of a 300-W ``.pts`` file (image pixels, as stored)."""
-    text = path.read_text()
-    body = text[text.index("{") + 1 : text.index("}")]
-    points = np.array(body.split(), dtype=np.float64).reshape(-1, 2)
-    if points.shape != (NUM_LMS, 2):
-        raise ValueError(f"{path}: expected {NUM_LMS} points, got {len(points)}")
-    return points
-
-
 def lfpw_images(data: Path) -> list[Path]:
     """All LFPW photos in bench.py's order (sorted ``*.jpg`` then sorted ``*.png``)."""
     return sorted(data.glob("*.jpg")) + sorted(data.glob("*.png"))
@@ -105,13 +92,6 @@ def lfpw_images(data: Path) -> list[Path]:
 def training_photos(data: Path) -> list[Path]:
     """The photos bench.py never uses (it takes the first 80 for calibration and drift)."""
     return lfpw_images(data)[BENCH_PHOTOS:]
-
-
-def landmark_crop(points: np.ndarray, enlarge: float = CROP_ENLARGE) -> np.ndarray:
-    """The 300W training crop (x1, y1, x2, y2): landmark bounding box enlarged about its centre."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    centre, half = (lo + hi) / 2, (hi - lo) * enlarge / 2
-    return np.concatenate([centre - half, centre + half])
 
 
 @dataclass
@@ -218,42 +198,6 @@ def neighbours_300w(num_nb: int = NUM_NB) -> np.ndarray:
     return np.asarray(PIPDecoder(load_meanface("300W"), num_nb=num_nb).neighbours)
 
 
-def make_targets(norm: np.ndarray, neighbours: np.ndarray,
-                 map_size: tuple[int, int] = (INPUT // STRIDE, INPUT // STRIDE)
-                 ) -> dict[str, np.ndarray]:
-    """PIP-Net targets for landmarks (L, 2) normalised to the crop.
-
-    ``cell``: flat index ``row * W + col`` of each landmark's cell (clipped to the
-    map, as in the reference, so a landmark outside the crop is regressed from the
-    border cell with an offset outside [0, 1]); ``cls``: (L, H, W) one-hot maps;
-    ``x``, ``y``: (L,) offsets from the cell's top-left corner in cell units;
-    ``nb_x``, ``nb_y``: (L * K,) offsets of neighbour ``k`` of landmark ``i`` (index
-    ``i * K + k``) from landmark ``i``'s cell.
-    """
-    mh, mw = map_size
-    gx, gy = norm[:, 0] * mw, norm[:, 1] * mh
-    col = np.clip(np.floor(gx), 0, mw - 1).astype(np.int64)
-    row = np.clip(np.floor(gy), 0, mh - 1).astype(np.int64)
-    num_lms = neighbours.shape[0]
-    cls = np.zeros((num_lms, mh, mw), np.float32)
-    cls[np.arange(num_lms), row, col] = 1.0
-    return {
-        "cell": row * mw + col,
-        "cls": cls,
-        "x": (gx - col).astype(np.float32),
-        "y": (gy - row).astype(np.float32),
-        "nb_x": (gx[neighbours] - col[:, None]).reshape(-1).astype(np.float32),
-        "nb_y": (gy[neighbours] - row[:, None]).reshape(-1).astype(np.float32),
-    }
-
-
-def to_input(crops: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) BGR uint8 -> (N, 3, H, W) float32, RGB, ImageNet-normalised."""
-    x = crops[..., ::-1].astype(np.float32) / np.float32(255)
-    x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 # ----------------------------------------------------------------------------- training
 def build_net(seed: int) -> Any:
     """ResNet-18 PIP-Net (benchmarks/pipnet_torch.py) initialised for training from scratch.
@@ -286,31 +230,6 @@ def build_net(seed: int) -> Any:
                 else:
                     nn.init.ones_(module.weight)
     return net
-
-
-def pip_loss(outputs: tuple[Any, ...], targets: dict[str, Any]) -> tuple[Any, dict[str, float]]:
-    """Reference loss: 10 * MSE(score maps) + L1 of the four offset maps at the positive cell."""
-    import torch.nn.functional as F
-
-    cls, x, y, nb_x, nb_y = outputs
-    b, num_lms = cls.shape[:2]
-    num_nb = nb_x.shape[1] // num_lms
-    cell = targets["cell"][:, :, None]  # (B, L, 1)
-    cell_nb = cell.repeat_interleave(num_nb, dim=1)  # (B, L*K, 1)
-
-    def at(maps: Any, index: Any) -> Any:
-        return maps.reshape(b, maps.shape[1], -1).gather(2, index)[..., 0]
-
-    parts = {
-        "cls": F.mse_loss(cls, targets["cls"]),
-        "x": F.l1_loss(at(x, cell), targets["x"]),
-        "y": F.l1_loss(at(y, cell), targets["y"]),
-        "nb_x": F.l1_loss(at(nb_x, cell_nb), targets["nb_x"]),
-        "nb_y": F.l1_loss(at(nb_y, cell_nb), targets["nb_y"]),
-    }
-    total = CLS_WEIGHT * parts["cls"] + REG_WEIGHT * (
-        parts["x"] + parts["y"] + parts["nb_x"] + parts["nb_y"])
-    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def batch_tensors(samples: list[Sample], rng: np.random.Generator, aug: Augment,
@@ -453,11 +372,6 @@ def nme_detector(det: Any, paths: list[Path]) -> dict[str, Any]:
             "nme_mean_pct": round(float(e.mean()), 2) if e.size else None,
             "nme_median_pct": round(float(np.median(e)), 2) if e.size else None,
             "failure_rate_10pct": round(float(np.mean(e > 10)) * 100, 1) if e.size else None}
-
-
-def _nme(pred: np.ndarray, truth: np.ndarray) -> float:
-    interocular = np.linalg.norm(truth[INTEROCULAR[0]] - truth[INTEROCULAR[1]])
-    return float(np.mean(np.linalg.norm(pred - truth, axis=1)) / interocular * 100)
 
 
 def peak_scores(det: Any, session: Any, images: list[np.ndarray]) -> dict[str, float]:

@@ -116,28 +116,37 @@ def load_faces(folder: Path, one_based: bool = False, limit: int | None = None) 
 
 
 # ----------------------------------------------------------------------------- detector crops
+def _match(finder: object, face: Face) -> tuple[np.ndarray, np.ndarray] | None:
+    """YuNet's box (4,) and keypoints (5, 2) for the annotated face, or ``None``.
+
+    The detection matched to a face is the one whose box overlaps the landmark box
+    most, with IoU at least 0.3.
+    """
+    det = finder.find(face.image)  # type: ignore[attr-defined]
+    if len(det) == 0:
+        return None
+    overlap = box_iou(det.boxes, landmark_crop(face.points, 1.0)[None])
+    best = int(np.argmax(overlap))
+    if overlap[best] < 0.3:
+        return None
+    return det.boxes[best], det.keypoints[best]
+
+
 def attach_detector_crops(faces: Sequence[Face], policy: object) -> int:
     """Run YuNet on each photo and store ``policy``'s crop for the annotated face.
 
-    The detection matched to a face is the one whose box overlaps the landmark box
-    most (IoU >= 0.3); faces YuNet misses keep ``detector_crop = None``. Returns
-    the number of faces found.
+    Faces YuNet misses keep ``detector_crop = None``. Returns the number found.
     """
     from pipdetect.faces import FaceFinder
 
     finder = FaceFinder()
     found = 0
     for face in faces:
-        det = finder.find(face.image)
-        if len(det) == 0:
-            continue
-        overlap = box_iou(det.boxes, landmark_crop(face.points, 1.0)[None])
-        best = int(np.argmax(overlap))
-        if overlap[best] < 0.3:
-            continue
-        face.detector_crop = policy.crops(  # type: ignore[attr-defined]
-            det.boxes[best : best + 1], det.keypoints[best : best + 1])[0]
-        found += 1
+        match = _match(finder, face)
+        if match is not None:
+            box, kps = match
+            face.detector_crop = policy.crops(box[None], kps[None])[0]  # type: ignore[attr-defined]
+            found += 1
     return found
 
 
@@ -149,16 +158,11 @@ def detections_for_policy(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray
     finder = FaceFinder()
     boxes, kps, targets = [], [], []
     for face in faces:
-        det = finder.find(face.image)
-        if len(det) == 0:
-            continue
-        overlap = box_iou(det.boxes, landmark_crop(face.points, 1.0)[None])
-        best = int(np.argmax(overlap))
-        if overlap[best] < 0.3:
-            continue
-        boxes.append(det.boxes[best])
-        kps.append(det.keypoints[best])
-        targets.append(landmark_crop(face.points))
+        match = _match(finder, face)
+        if match is not None:
+            boxes.append(match[0])
+            kps.append(match[1])
+            targets.append(landmark_crop(face.points))
     return (np.array(boxes).reshape(-1, 4), np.array(kps).reshape(-1, 5, 2),
             np.array(targets).reshape(-1, 4))
 
@@ -286,7 +290,7 @@ def _photometric(crop: np.ndarray, rng: np.random.Generator, aug: Augment) -> np
 
 
 # ----------------------------------------------------------------------------- targets
-def make_targets(norm: np.ndarray, neighbours: np.ndarray, map_size: tuple[int, int]
+def make_targets(norm: np.ndarray, neighbours: np.ndarray, map_size: tuple[int, int] = (8, 8)
                  ) -> dict[str, np.ndarray]:
     """PIP-Net targets for landmarks (L, 2) normalised to the crop.
 

@@ -97,19 +97,23 @@ def _input_size(value: int | tuple[int, int] | list[int], stride: int) -> tuple[
     return h, w
 
 
+def _read_json(path: PathLike, what: str) -> Any:
+    import json
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} file not found: {file}")
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{what} file {file} is not JSON: {exc}") from None
+
+
 def _crop_policy(crop_policy: Any, preset: Preset | None) -> dict[str, Any]:
     if isinstance(crop_policy, CropPolicy):
         return crop_policy.to_dict()
     if isinstance(crop_policy, (str, os.PathLike)) and str(crop_policy).endswith(".json"):
-        import json
-
-        path = Path(crop_policy)
-        if not path.is_file():
-            raise FileNotFoundError(f"crop policy file not found: {path}")
-        try:
-            crop_policy = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"crop policy file {path} is not JSON: {exc}") from None
+        crop_policy = _read_json(crop_policy, "crop policy")
     if isinstance(crop_policy, dict):
         return CropPolicy.from_dict(crop_policy).to_dict()
     key = crop_policy if crop_policy is not None else (preset.name if preset else None)
@@ -127,15 +131,7 @@ def _check_info(info: Any) -> dict[str, Any]:
     if info is None:
         return {}
     if isinstance(info, (str, os.PathLike)):
-        import json
-
-        path = Path(info)
-        if not path.is_file():
-            raise FileNotFoundError(f"model info file not found: {path}")
-        try:
-            info = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"model info file {path} is not JSON: {exc}") from None
+        info = _read_json(info, "model info")
     if not isinstance(info, dict):
         raise ValueError("model info must be a JSON object with keys " + ", ".join(INFO_KEYS))
     unknown = sorted(set(info) - set(INFO_KEYS))
