@@ -125,3 +125,26 @@ def test_training_crop_rule_comes_from_the_metadata():
     plain = crop_from_landmark_box(pts[None], 1.1, upright=False)[0]
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     np.testing.assert_allclose(plain, [*(lo - 0.05 * (hi - lo)), *(hi + 0.05 * (hi - lo))])
+
+
+def test_a_face_cut_by_the_border_is_detected_while_cut_and_a_few_frames_after(det):
+    """While a followed face's crop reaches out of the picture (and AFTER_CUT_FRAMES
+    frames after), the face detector runs; a face well inside is followed without it."""
+    from pipdetect import Tracker
+    from pipdetect.track import AFTER_CUT_FRAMES
+
+    image = cv2.imread(str(EXAMPLE_IMAGE))
+    x1 = det.detect(image)[0].crop[0]
+    shifts = [-(x1 + 20) * (1 - k / 8) for k in range(9)] + [0.0] * (AFTER_CUT_FRAMES + 6)
+    tracker = Tracker(det, redetect_interval=0)
+    detected = []
+    for dx in shifts:  # the face slides in from beyond the left border, then stays
+        m = np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0]])
+        frame = cv2.warpAffine(image, m, (image.shape[1], image.shape[0]))
+        faces = tracker.update(frame)
+        assert len(faces) == 1
+        detected.append(faces.detected)
+    assert all(detected[:3])  # cut: detector on every frame
+    assert not any(detected[-3:])  # inside for a while: followed without it
+    last = max(i for i, d in enumerate(detected) if d)
+    assert last <= 8 + AFTER_CUT_FRAMES + 1

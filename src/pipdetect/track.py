@@ -52,6 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SMOOTHING_PRESETS", "FaceSmoother", "FrameFaces", "OneEuroFilter", "Tracker", "track"]
 
+AFTER_CUT_FRAMES = 4
+"""Frames after a followed face was last cut by the border in which the face detector
+still runs and its crop is used (the face has just re-entered the picture)."""
 DEFAULT_MIN_CUTOFF = 1.0
 DEFAULT_BETA = 5.0
 DEFAULT_D_CUTOFF = 1.0
@@ -278,6 +281,8 @@ class _Track:
     """(4,) crop for the next frame: from the last landmarks when they were confident,
     else the last crop (a face re-found with low confidence keeps its detector crop)."""
     smoother: OneEuroFilter | FaceSmoother | None
+    since_cut: int = 1 << 30
+    """Frames since this face's crop was last cut by the picture's border."""
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -471,12 +476,17 @@ class Tracker:
                 result[t.id] = (pixels[i], scores[i], None, None, crops[i])
 
         # 2. detect when there is no face, one was lost, it is time, boxes were given, or
-        # a followed face is cut by the border: there the crop built from the previous
-        # landmarks is less accurate than the detector's (a face that leaves and
-        # re-enters: 2.86 % NME tracked vs 2.81 % per-frame, benchmarks/video_bench.py).
+        # a followed face is cut by the border (or was, less than AFTER_CUT_FRAMES ago):
+        # there the crop built from the previous landmarks is less accurate than the
+        # detector's (leave and re-enter, benchmarks/video_bench.py, smoothed: 2.84 %
+        # NME without this, 2.82 % while cut, 2.80 % also 4 frames after; per-frame
+        # detection 2.81 %; 8 or 16 frames after gave no more).
         height, width = img.shape[:2]
         cut = ((crops[:, 0] < 0) | (crops[:, 1] < 0) | (crops[:, 2] > width - 1)
                | (crops[:, 3] > height - 1)) if len(tracks) else np.zeros(0, dtype=bool)
+        for i, t in enumerate(tracks):
+            t.since_cut = 0 if cut[i] else t.since_cut + 1
+            cut[i] = t.since_cut <= AFTER_CUT_FRAMES
         due = (
             boxes is not None
             or not tracks
