@@ -140,7 +140,7 @@ def test_default_model_is_bundled_and_the_zoo_default_is_a_zoo_model() -> None:
     facts = json.loads((ROOT / "src/pipdetect/assets" / f"{zoo.DEFAULT_MODEL}.json").read_text())
     path = zoo.bundled_path()
     assert path.stat().st_size == facts["size"] == info.size
-    assert zoo.file_sha256(path) == facts["sha256"]
+    assert zoo.file_sha256(path) == facts["sha256"] == info.sha256
     assert "research" in info.license.lower()
     assert not zoo.get_model_info(cat["default_model"]).bundled
     assert cat["repo_id"] == zoo.DEFAULT_REPO_ID

@@ -166,7 +166,7 @@ def _infos() -> dict[str, ModelInfo]:
             num_landmarks=int(m["num_landmarks"]), file=m["file"], nme=m.get("nme"),
             nme_normalisation=m.get("nme_normalisation") or "", benchmark=m.get("benchmark"),
             training=m.get("training", "supervised"), size=m.get("size"), license=m["license"],
-            note=m.get("note"), bundled=True,
+            note=m.get("note"), bundled=True, sha256=m.get("sha256"),
         )
     for m in _catalogue()["models"]:
         out[m["name"]] = ModelInfo(
