@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="FOLDER:BACKBONE of finished train.py runs")
     p.add_argument("--val", type=Path, required=True)
+    p.add_argument("--int8-calibration", type=Path, default=None, metavar="PHOTOS",
+                   help="also measure an int8 copy of each run (7-bit weights), calibrated "
+                        "on the faces in this folder of photos (e.g. training photos)")
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                          "mb": round(out.stat().st_size / 1e6, 1),
                          **evaluate_model(out, args.val)})
             paths.append(out)
+            if args.int8_calibration is not None:
+                from pipdetect.convert.quantize import quantize_model
+
+                q = Path(tmp) / f"{run.name}-int8.onnx"
+                quantize_model(out, q, [args.int8_calibration])
+                rows.append({**rows[-1], "precision": rows[-1]["precision"] + " -> int8",
+                             "mb": round(q.stat().st_size / 1e6, 1),
+                             **evaluate_model(q, args.val)})
+                paths.append(q)
         for row, t in zip(rows, timings(paths), strict=True):
             row.update({k: round(v, 1) for k, v in t.items()})
     print(f"CPU: {cpu_name()}, {__import__('os').cpu_count()} cores; "
