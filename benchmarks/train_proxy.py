@@ -63,6 +63,7 @@ INTEROCULAR = (36, 45)
 sys.path.insert(0, str(ROOT / "training"))
 from data import FLIP_68, landmark_crop, make_targets, to_input  # noqa: E402
 from data import read_pts as _read_pts  # noqa: E402
+from evaluate import nearest_face  # noqa: E402
 
 
 def read_pts(path: Path) -> np.ndarray:
@@ -363,9 +364,7 @@ def nme_detector(det: Any, paths: list[Path]) -> dict[str, Any]:
         if not faces:
             misses += 1
             continue
-        centre = truth.mean(axis=0)
-        face = min(faces, key=lambda f: float(np.hypot((f.crop[0] + f.crop[2]) / 2 - centre[0],
-                                                       (f.crop[1] + f.crop[3]) / 2 - centre[1])))
+        face = nearest_face(faces, truth)
         errors.append(_nme(np.asarray(face.landmarks, np.float64), truth))
     e = np.array(errors)
     return {"photos": len(paths), "faces_scored": len(e), "missed": misses,

@@ -17,11 +17,14 @@ use only).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # fit_crop_policy
 
 NUM_LMS = 68
 CROP_ENLARGE = 1.1
@@ -122,10 +125,12 @@ def _match(finder: object, face: Face) -> tuple[np.ndarray, np.ndarray] | None:
     The detection matched to a face is the one whose box overlaps the landmark box
     most, with IoU at least 0.3.
     """
+    from fit_crop_policy import iou
+
     det = finder.find(face.image)  # type: ignore[attr-defined]
     if len(det) == 0:
         return None
-    overlap = box_iou(det.boxes, landmark_crop(face.points, 1.0)[None])
+    overlap = iou(det.boxes, landmark_crop(face.points, 1.0)[None])
     best = int(np.argmax(overlap))
     if overlap[best] < 0.3:
         return None
@@ -165,15 +170,6 @@ def detections_for_policy(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray
             targets.append(landmark_crop(face.points))
     return (np.array(boxes).reshape(-1, 4), np.array(kps).reshape(-1, 5, 2),
             np.array(targets).reshape(-1, 4))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes (N, 4) with boxes (N, 4) or (1, 4)."""
-    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = w * h
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -31,6 +31,13 @@ sys.path.insert(0, str(HERE))
 import data as D  # noqa: E402
 
 
+def nearest_face(faces: Any, truth: np.ndarray) -> Any:
+    """Of detected faces, the one whose crop centre is nearest the annotated landmarks' mean."""
+    centre = truth.mean(axis=0)
+    return min(faces, key=lambda f: float(np.hypot((f.crop[0] + f.crop[2]) / 2 - centre[0],
+                                                   (f.crop[1] + f.crop[3]) / 2 - centre[1])))
+
+
 def evaluate_model(model: Any, folder: Path, limit: int | None = None) -> dict[str, Any]:
     """Both NME figures of ``model`` (a path or a LandmarkDetector) on ``folder``."""
     import cv2
@@ -51,9 +58,7 @@ def evaluate_model(model: Any, folder: Path, limit: int | None = None) -> dict[s
         if not faces:
             missed += 1
             continue
-        centre = truth.mean(axis=0)
-        face = min(faces, key=lambda f: float(np.hypot((f.crop[0] + f.crop[2]) / 2 - centre[0],
-                                                       (f.crop[1] + f.crop[3]) / 2 - centre[1])))
+        face = nearest_face(faces, truth)
         e2e.append(D.nme(np.asarray(face.landmarks, np.float64)[None], truth[None])[0])
     g, e = np.array(gt), np.array(e2e)
     return {

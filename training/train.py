@@ -62,8 +62,7 @@ def neighbours_300w(num_nb: int = NUM_NB) -> np.ndarray:
 
 def fit_policy(faces: list[D.Face], ridge: float = 0.001) -> Any:
     """The YuNet box -> training crop policy, least squares on the training faces."""
-    sys.path.insert(0, str(REPO / "models"))
-    import fit_crop_policy as F
+    import fit_crop_policy as F  # models/, put on sys.path by data.py
 
     from pipdetect.crop import CropPolicy
 
@@ -77,7 +76,7 @@ def fit_policy(faces: list[D.Face], ridge: float = 0.001) -> Any:
     matrix = F.fit_keypoint_matrix(F.keypoint_features(boxes, kps), params, ridge)
     policy = CropPolicy(box=tuple(float(v) for v in box), keypoints=matrix)
     fitted = policy.crops(boxes, kps)
-    iou = float(D.box_iou(fitted, targets).mean())
+    iou = float(F.iou(fitted, targets).mean())
     return policy, len(boxes), iou
 
 

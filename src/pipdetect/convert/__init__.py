@@ -295,13 +295,12 @@ def convert_checkpoint(
         mean_face = load_meanface(preset.name)
         mean_source = f"of {preset.name}"
     else:
-        text = str(meanface)
-        by_name = text in {p.name for p in PRESETS.values()} and not Path(text).exists()
+        text = str(meanface)  # load_meanface tells a preset name from a file path
         try:
-            mean_face = load_meanface(text if by_name else Path(text))
+            mean_face = load_meanface(text)
         except (ValueError, KeyError) as exc:
             raise ValueError(exc.args[0] if exc.args else str(exc)) from None
-        mean_source = f"of {text}" if by_name else text
+        mean_source = text
 
     src = Path(checkpoint)
     out = Path(output)
