@@ -73,7 +73,7 @@ def timings(paths: list[Path], rounds: int = 15) -> list[dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     from evaluate import evaluate_model
-    from release import convert, info_for
+    from release import convert, info_for, read_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="FOLDER:BACKBONE of finished train.py runs")
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             run = Path(folder).expanduser()
             out = Path(tmp) / f"{run.name}.onnx"
             convert(run, out, info_for(run, None), run.name, backbone)
-            log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x]
-            meta = json.loads((run / "run.json").read_text())
+            meta, log = read_run(run)
             rows.append({"run": run.name, "backbone": backbone,
                          "precision": meta["args"].get("precision", "fp32"),
                          "epochs": len(log),

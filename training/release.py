@@ -40,9 +40,15 @@ LICENSE = ("Research use only (non-commercial). Trained by the pipdetect develop
            "This is not legal advice.")
 
 
-def info_for(run: Path, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A train.py run's ``run.json`` and its ``log.jsonl`` rows (one per epoch)."""
     meta = json.loads((run / "run.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+    return meta, log
+
+
+def info_for(run: Path, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+    meta, log = read_run(run)
     training = {
         "command": meta["command"],
         "commit": meta["commit"],
