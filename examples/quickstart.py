@@ -24,7 +24,7 @@ HOW_TO_GET_A_MODEL = """\
 Without --model pipdetect uses the default model inside the package. For another
 model, pass a pipdetect .onnx file, or convert an official PIP-Net checkpoint
 yourself (no PyTorch needed):
-      pip install "pipdetect[convert]"
+      pip install ".[convert]"          # in the pipdetect checkout
       pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o pipnet-r18-wflw.onnx
     then run: python examples/quickstart.py --model pipnet-r18-wflw.onnx"""
 

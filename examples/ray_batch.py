@@ -1,6 +1,6 @@
 """A folder of images -> a Parquet dataset of facial landmarks, on Ray Data.
 
-    pip install "pipdetect[ray]"
+    pip install ".[ray]"          # in the pipdetect checkout
     python examples/ray_batch.py photos/ -o landmarks/                    # default model
     python examples/ray_batch.py photos/ -o landmarks/ --model my.onnx --actors 4 --threads 1
     python examples/ray_batch.py --benchmark                              # numbers, see below

@@ -365,12 +365,12 @@ def test_argument_errors(tmp_path: Path, kwargs: dict[str, Any], error: type,
 def test_missing_onnx_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
-    with pytest.raises(ImportError, match=r"pip install 'pipdetect\[convert\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[convert\]'"):
         convert_checkpoint(tmp_path / "a.pth", tmp_path / "a.onnx", backbone="resnet18",
                            dataset="WFLW")
     assert convert_main([str(tmp_path / "a.pth"), "--backbone", "resnet18", "--dataset", "WFLW",
                          "-o", str(tmp_path / "a.onnx")]) == 2
-    assert "pipdetect[convert]" in capsys.readouterr().err
+    assert "pip install '.[convert]'" in capsys.readouterr().err
 
 
 def test_import_pipdetect_does_not_import_onnx() -> None:
@@ -388,7 +388,7 @@ def test_cli_help_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
     for needle in ("--backbone", "--dataset", "--meanface", "--num-nb", "--name", "--stride",
                    "--input-size", "--crop-policy", "-o", "resnet18", "resnet50", "resnet101",
                    "mobilenet_v2", "WFLW", "300W-CelebA", "300W-COFW-WFLW", "LaPa",
-                   "pipdetect[convert]", "research use only"):
+                   "pip install '.[convert]'", "research use only"):
         assert needle in text, needle
 
 

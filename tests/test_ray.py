@@ -333,4 +333,4 @@ def test_missing_ray_names_the_extra() -> None:
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert 'pip install "pipdetect[ray]"' in out.stdout, out.stdout + out.stderr
+    assert 'pip install ".[ray]"' in out.stdout, out.stdout + out.stderr

@@ -1,17 +1,42 @@
-"""The README's speed table says what benchmarks/results.json (the last full bench.py run) says."""
+"""The README is a front page and docs/ holds the rest: short, linked, and in step.
+
+* the README stays <= 300 lines and says the important things in its first screen;
+* every relative link and #anchor in the README and in docs/ resolves;
+* the README's accuracy and speed tables are the docs' tables, row for row;
+* the speed table of docs/accuracy-and-speed.md is what benchmarks/results.json (the last
+  full bench.py run) says;
+* nobody is told to ``pip install "pipdetect[...]"``: pipdetect is not on a package index.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+ACCURACY_AND_SPEED = DOCS / "accuracy-and-speed.md"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if line.startswith("|") and not set(line) <= set("|-: ")]
+
 
 def _speed_table() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Speed") :]
-    section = section[: section.index("\n## ", 4)]
+    section = _section(ACCURACY_AND_SPEED.read_text(), "## ResNet-18")
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -39,5 +64,75 @@ def test_speed_table_matches_results_json() -> None:
     (dlib,) = [v for k, v in rows.items() if "dlib" in k]
     assert dlib == (f"{photo['dlib (upsample 0)']['ms']:.1f} / "
                     f"{photo['dlib (upsample 1)']['ms']:.1f}")
-    section = (ROOT / "README.md").read_text().split("## Speed", 1)[1][:1500]
-    assert "AMD EPYC Zen 4" in section, "the README must name the CPU the table was measured on"
+    section = _section(ACCURACY_AND_SPEED.read_text(), "## ResNet-18")[:1500]
+    assert "AMD EPYC Zen 4" in section, "the page must name the CPU the table was measured on"
+
+
+def test_readme_is_a_front_page() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300
+    first_screen = " ".join(text[: text.index("## What it is")].split())
+    assert "research use only" in first_screen.lower()
+    assert 'pip install ".[convert]"' in first_screen and "not published on PyPI" in first_screen
+    assert "zoo is not published" in first_screen
+    for heading in ("## Python API in one screen", "## Command line in one screen",
+                    "## Accuracy", "## Speed"):
+        assert heading in text, heading
+    for heading in ("## Python API in one screen", "## Command line in one screen"):
+        assert len(_section(text, heading).splitlines()) <= 50, f"{heading}: one screen"
+
+
+def test_readme_tables_are_the_docs_tables() -> None:
+    """The README's accuracy and speed tables are copies of the docs' (one source of truth)."""
+    readme, docs = README.read_text(), ACCURACY_AND_SPEED.read_text()
+    for heading in ("## Accuracy", "## Speed"):
+        rows = _table_rows(_section(readme, heading))
+        assert len(rows) >= 3, heading
+        missing = [row for row in rows if row not in docs]
+        assert not missing, f"README {heading} rows not in {ACCURACY_AND_SPEED.name}: {missing}"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_resolve(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (page.parent / file).resolve() if file else page
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
+
+
+def test_every_docs_page_is_in_the_index() -> None:
+    index = (DOCS / "README.md").read_text()
+    for page in DOCS.glob("*.md"):
+        if page.name != "README.md":
+            assert f"]({page.name})" in index, f"docs/README.md does not list {page.name}"
+
+
+def test_nobody_installs_from_a_package_index() -> None:
+    """pipdetect is not on PyPI: extras install from the checkout, ".[convert]"."""
+    files = [*PAGES, *(ROOT / "src").rglob("*.py"), *(ROOT / "examples").glob("*.py"),
+             *(ROOT / "training").glob("*.md"), *(ROOT / "benchmarks").glob("*.md"),
+             *(ROOT / "models").glob("*.md")]
+    offenders = [str(f.relative_to(ROOT)) for f in files
+                 if re.search(r"pip install ['\"]?pipdetect\b", f.read_text())]
+    assert not offenders, offenders

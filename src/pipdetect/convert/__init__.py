@@ -8,7 +8,8 @@ The checkpoint is read by a restricted unpickler that only rebuilds tensors
 (:mod:`pipdetect.convert.checkpoint`), every weight is checked against the
 reference architecture (:mod:`pipdetect.convert.arch`), BatchNorm is folded and
 the graph written with ``onnx`` (:mod:`pipdetect.convert.graph`), which comes
-with ``pip install 'pipdetect[convert]'``. Command line: ``pipdetect convert``.
+with ``pip install '.[convert]'`` in the pipdetect checkout (or ``pip install onnx``).
+Command line: ``pipdetect convert``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ examples:
 The checkpoint is read without PyTorch and without running any code from it:
 only tensors are rebuilt (zip and legacy torch.save formats). Every weight is
 checked against the reference PIP-Net architecture. Needs the `onnx` package:
-pip install 'pipdetect[convert]'.
+pip install onnx, or in the pipdetect checkout: pip install '.[convert]'.
 
 Licence: the official PIP-Net weights were trained on research-only datasets;
 the converted models say so in their metadata (research use only).

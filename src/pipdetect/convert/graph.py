@@ -35,7 +35,8 @@ def require_onnx() -> Any:
     except ImportError:
         raise ImportError(
             "converting checkpoints needs the `onnx` package, which pipdetect installs only "
-            "with its converter extra: pip install 'pipdetect[convert]'"
+            "with its converter extra: pip install onnx, or in the pipdetect checkout: "
+            "pip install '.[convert]'"
         ) from None
     return onnx
 

@@ -40,7 +40,7 @@ The result is a normal pipdetect model (float input and outputs, same metadata
 with ``-int8`` appended to the name and the quantisation, its weight range
 included, recorded under ``provenance["quantization"]``);
 :class:`~pipdetect.LandmarkDetector` loads it unchanged. Needs ``onnx``
-(``pip install 'pipdetect[convert]'``).
+(``pip install '.[convert]'`` in the pipdetect checkout).
 """
 
 from __future__ import annotations

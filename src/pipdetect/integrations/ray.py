@@ -1,6 +1,6 @@
 """Facial landmarks on Ray Data: one model per actor, rows ready for Parquet.
 
-Install with ``pip install "pipdetect[ray]"``. ``import pipdetect`` never imports
+Install with ``pip install ".[ray]"`` in the pipdetect checkout. ``import pipdetect`` never imports
 Ray; only this module does.
 
 >>> import ray
@@ -119,7 +119,8 @@ try:
     import ray.data
 except ImportError as _exc:  # pragma: no cover - tested in a subprocess
     raise ImportError(
-        'pipdetect.integrations.ray needs Ray Data; install it with: pip install "pipdetect[ray]"'
+        'pipdetect.integrations.ray needs Ray Data; install it with: pip install "ray[data]", '
+        'or in the pipdetect checkout: pip install ".[ray]"'
     ) from _exc
 
 from ..errors import InvalidBoxError, InvalidImageError
