@@ -115,3 +115,171 @@ def test_any_view_gives_the_same_pixels(h, w, step_y, step_x, channels, seed):
     if expected.shape[2] == 1:
         expected = np.repeat(expected, 3, axis=2)
     np.testing.assert_array_equal(out, expected[:, :, :3])
+
+
+# --------------------------------------------------------------------------- limits (issue 20)
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+from hostilefiles import FORMATS, encoded, png_bomb, set_header_size  # noqa: E402
+from pipdetect.image import (  # noqa: E402
+    MAX_PIXELS,
+    PIXELS_ENV,
+    decode_image,
+    file_size_limit,
+    image_header_size,
+    pixel_limit,
+)
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_header_sizes_of_every_format_opencv_writes(ext, tmp_path):
+    data = encoded(ext, (40, 56))
+    assert image_header_size(data) == (56, 40)
+    path = tmp_path / f"a{ext}"
+    path.write_bytes(data)
+    assert load_image(path).shape == (40, 56, 3)
+    assert decode_image(data).shape == (40, 56, 3)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".ras", ".ppm", ".pgm", ".pfm"])
+@pytest.mark.parametrize("size", [(65_535, 65_535), (30_000, 30_000), (12_000, 9_000)])
+def test_header_bombs_are_refused_before_decoding(ext, size, tmp_path):
+    data = set_header_size(encoded(ext), ext, *size)
+    assert image_header_size(data) == size
+    path = tmp_path / f"bomb{ext}"
+    path.write_bytes(data)
+    with pytest.raises(InvalidImageError, match="larger than pipdetect accepts"):
+        load_image(path)
+    with pytest.raises(InvalidImageError, match=PIXELS_ENV):
+        decode_image(data)
+
+
+def _peak_mb(code: str, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(baseline MB after imports, peak RSS MB, stdout) of ``code`` in a fresh interpreter."""
+    script = textwrap.dedent("""
+        import resource, sys
+        import numpy as np, cv2
+        from pipdetect.image import load_image, decode_image
+        from pipdetect.errors import InvalidImageError
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+        {body}
+        except InvalidImageError as exc:
+            print("refused", exc)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(base / 1024, peak / 1024)
+    """).format(body=textwrap.indent(textwrap.dedent(code), "    "))
+    import os
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr
+    *text, last = out.stdout.strip().splitlines()
+    base, peak = (float(v) for v in last.split())
+    return base, peak, "\n".join(text)
+
+
+def test_a_header_bomb_costs_no_memory(tmp_path):
+    """The issue's 69-byte 100000^2 PNG and a 30000^2 one: refused, peak RSS barely moves
+    (before: a raw cv2.error, and 5.3 GB for 30000^2)."""
+    for side in (100_000, 30_000):
+        path = tmp_path / f"bomb{side}.png"
+        path.write_bytes(png_bomb(side, side))
+        base, peak, out = _peak_mb(f"load_image({str(path)!r})")
+        assert "refused" in out and "larger than pipdetect accepts" in out
+        assert peak - base < 20, (peak, base)
+
+
+def test_arrays_are_checked_before_any_conversion():
+    """Shapes and dtypes first: neither of these allocates (broadcast views of one value)."""
+    for shape, dtype in [((40_000, 2_000), np.float32), ((100_000, 100_000), np.uint8),
+                         ((20_000, 20_000), np.uint16), ((5, 5, 2), np.float64)]:
+        view = np.broadcast_to(np.zeros((1,) * len(shape), dtype), shape)
+        with pytest.raises(InvalidImageError):
+            load_image(view)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_conversion_needs_no_big_temporaries(dtype):
+    """A 40 MB uint16 (80 MB float32) gray image: the peak is what the process held
+    before plus the 60 MB result plus a few MB of blocks (converting it whole took
+    several times the input in float32 temporaries)."""
+    base, peak, out = _peak_mb(f"""
+        a = np.full((5000, 4000), 0.5 if "{dtype}" == "float32" else 32768, np.{dtype})
+        with open("/proc/self/statm") as f:
+            held = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+        out = load_image(a)
+        assert out.shape == (5000, 4000, 3) and out[0, 0, 0] == 128
+        print("held", held)
+    """)
+    held = float(out.split()[-1])
+    assert peak - max(held, base) < 60 + 16, (base, held, peak)
+
+
+def test_pixel_limit_is_settable_with_the_environment(monkeypatch, tmp_path):
+    assert pixel_limit() == MAX_PIXELS == 100_000_000
+    image = np.zeros((20, 30, 3), np.uint8)
+    monkeypatch.setenv(PIXELS_ENV, "599")
+    with pytest.raises(InvalidImageError, match="599 px in all"):
+        load_image(image)
+    monkeypatch.setenv(PIXELS_ENV, "600")
+    assert load_image(image).shape == (20, 30, 3)
+    monkeypatch.setenv(PIXELS_ENV, "a lot")
+    with pytest.raises(InvalidImageError, match=PIXELS_ENV):
+        load_image(image)
+    monkeypatch.setenv(PIXELS_ENV, "1_000")
+    assert file_size_limit() == 6_000 + 64 * 1024**2
+
+
+def test_files_over_the_size_limit_are_refused_before_reading(monkeypatch, tmp_path):
+    """A sparse file just over the limit (PIPDETECT_MAX_PIXELS=1000: 64 MiB + 6 kB)."""
+    monkeypatch.setenv(PIXELS_ENV, "1000")
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as f:
+        f.write(png_bomb(10, 10))
+        f.truncate(file_size_limit() + 1)
+    with pytest.raises(InvalidImageError, match="more than pipdetect reads"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_truncated_files_give_an_image_or_invalid_image(ext, tmp_path):
+    data = encoded(ext, (40, 48))
+    for cut in sorted({0, 1, 3, 8, 16, 30, len(data) // 2, len(data) - 1}):
+        path = tmp_path / f"cut{cut}{ext}"
+        path.write_bytes(data[:cut])
+        try:
+            out = load_image(path)
+        except InvalidImageError:
+            continue
+        assert out.shape == (40, 48, 3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ext=st.sampled_from(FORMATS), data=st.data())
+def test_corrupted_headers_give_an_image_or_invalid_image(ext, data):
+    raw = bytearray(encoded(ext, (40, 36)))
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, min(len(raw), 300) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    size = image_header_size(bytes(raw))
+    assert size is None or (size[0] > 0 and size[1] > 0)
+    try:
+        out = decode_image(bytes(raw))
+    except InvalidImageError:
+        return
+    assert out.ndim == 3 and out.shape[2] == 3 and out.shape[0] * out.shape[1] <= MAX_PIXELS
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"RIFF", b"II*\0",
+                               b"MM\0*", b"II+\0", b"GIF89a", b"P6", b"P7", b"#?RADIANCE",
+                               b"\xff\x4f\xff\x51", b"\0\0\0\x0cjP  \r\n\x87\n",
+                               b"\0\0\0\x18ftypavif"]),
+       tail=st.binary(max_size=200))
+def test_header_reader_never_raises(prefix, tail):
+    size = image_header_size(prefix + tail)
+    assert size is None or (size[0] > 0 and size[1] > 0)

@@ -124,7 +124,7 @@ except ImportError as _exc:  # pragma: no cover - tested in a subprocess
     ) from _exc
 
 from ..errors import InvalidBoxError, InvalidImageError
-from ..image import load_image
+from ..image import decode_image, load_image
 from ..results import image_record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -443,23 +443,7 @@ def _take(column: Any, rows: list[int]) -> pa.Array:
 
 def _decode(data: Any) -> np.ndarray:
     """Encoded image bytes -> BGR uint8, as :func:`pipdetect.image.load_image` reads files."""
-    import cv2
-
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        buf = np.frombuffer(data, dtype=np.uint8)
-    else:
-        buf = np.asarray(data)
-        if buf.dtype != np.uint8 or buf.ndim != 1:
-            raise InvalidImageError(
-                f"the 'bytes' column must hold encoded files as bytes, got {type(data).__name__}"
-            )
-    try:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    except cv2.error:
-        image = None
-    if image is None:
-        raise InvalidImageError("not an image OpenCV can decode (corrupt or unsupported)")
-    return load_image(image)
+    return decode_image(data, "the 'bytes' value")
 
 
 def _boxes_value(value: Any) -> np.ndarray | None:
