@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 _FEATURES = 11  # 1 + 5 keypoints x (x, y)
+_PARAM_LIMITS = np.array([4.0, 4.0, 3.0, 3.0])
+"""Bounds of a crop's (dcx, dcy, log w ratio, log h ratio): the crop's centre within 4 box
+sizes of the box's, its size within e^3 = 20x of the box's (the official policies: < 0.5)."""
+_MAX_KEYPOINT_WEIGHT = 100.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,11 +82,23 @@ class CropPolicy:
             raise ModelFormatError(f"crop_policy is malformed: {exc!r}") from None
         if box.shape != (4,) or not np.all(np.isfinite(box)):
             raise ModelFormatError("crop_policy.box must be 4 finite numbers")
-        if kp is not None and (kp.shape != (_FEATURES, 4) or not np.all(np.isfinite(kp))):
-            raise ModelFormatError(f"crop_policy.keypoints must be a finite {_FEATURES}x4 matrix")
+        if np.any(np.abs(box) > _PARAM_LIMITS):
+            raise ModelFormatError(
+                f"crop_policy.box {box.tolist()} is out of range: centre offsets within "
+                f"+-{_PARAM_LIMITS[0]:g} box sizes, log size ratios within +-{_PARAM_LIMITS[2]:g}"
+            )
+        if kp is not None and (kp.shape != (_FEATURES, 4) or not np.all(np.isfinite(kp))
+                               or np.any(np.abs(kp) > _MAX_KEYPOINT_WEIGHT)):
+            raise ModelFormatError(
+                f"crop_policy.keypoints must be a {_FEATURES}x4 matrix of finite numbers "
+                f"within +-{_MAX_KEYPOINT_WEIGHT:g}"
+            )
+        fitted_on = data.get("fitted_on", "")
+        if not isinstance(fitted_on, str) or len(fitted_on) > 4096:
+            raise ModelFormatError("crop_policy.fitted_on must be a string of at most 4096 chars")
         b = box.tolist()
         return cls(
-            box=(b[0], b[1], b[2], b[3]), keypoints=kp, fitted_on=str(data.get("fitted_on", ""))
+            box=(b[0], b[1], b[2], b[3]), keypoints=kp, fitted_on=fitted_on
         )
 
     def __eq__(self, other: object) -> bool:
@@ -117,6 +133,7 @@ class CropPolicy:
             params = feats @ self.keypoints
         else:
             params = np.broadcast_to(np.asarray(self.box), (len(boxes), 4))
+        params = np.clip(params, -_PARAM_LIMITS, _PARAM_LIMITS)  # keypoints far off: still finite
         ccx = cx + params[:, 0] * w
         ccy = cy + params[:, 1] * h
         cw = w * np.exp(params[:, 2])

@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,13 +37,17 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
 
 __all__ = [
+    "FIELDS",
     "FORMAT_VERSION",
     "INPUT_NAME",
+    "MAX_LANDMARKS",
+    "MAX_NEIGHBOURS",
     "METADATA_KEY",
     "OUTPUT_NAMES",
     "LoadedModel",
     "ModelSpec",
     "load_model",
+    "parse_metadata",
     "set_global_threads",
 ]
 
@@ -55,12 +61,30 @@ MAX_MODEL_BYTES = 2 * 1024**3
 """Model files above this size are refused before parsing (ONNX protobufs are capped at 2 GiB)."""
 
 
+MAX_LANDMARKS = 1024
+"""Most landmarks a model may have (the official models have 19 to 106)."""
+MAX_NEIGHBOURS = 64
+"""Most neighbours per landmark (the official models use 10)."""
+MAX_INPUT_SIDE = 1024
+"""Largest network input side in pixels (the official models use 256)."""
+MAX_MAP_VALUES = 1 << 24
+"""Most output values per crop, ``L * (3 + 2K) * h * w`` (64 MB of float32)."""
+MAX_METADATA_CHARS = 4 * 1024**2
+"""Longest metadata JSON text read (the bundled model's is a few kB)."""
+MAX_METADATA_DEPTH = 32
+"""Deepest nesting of JSON arrays and objects in the metadata."""
+_MAX_INT_DIGITS = 30
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the runtime needs to know about a model besides its graph.
 
     Coordinates in ``meanface`` are normalised to the training crop: (0, 0) is
     the crop's top-left corner, (1, 1) its bottom-right (x to the right, y down).
+    Every field is checked when a spec is made (see :data:`FIELDS`), then the
+    fields against each other; any failure is a
+    :class:`~pipdetect.errors.ModelFormatError` naming the field.
     """
 
     name: str
@@ -85,6 +109,9 @@ class ModelSpec:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        data = self.to_dict()
+        for key, check in FIELDS.items():
+            _field(key, check.parse, data[key], "model spec")
         _validate(self)
 
     @property
@@ -119,95 +146,248 @@ class ModelSpec:
         return {METADATA_KEY: json.dumps(self.to_dict(), separators=(",", ":"))}
 
     @classmethod
+    def from_json(cls, text: Any, source: str = "model") -> ModelSpec:
+        """Parse and validate the metadata text of a model (see :func:`parse_metadata`)."""
+        return cls.from_dict(parse_metadata(text, source), source)
+
+    @classmethod
     def from_dict(cls, data: Any, source: str = "model") -> ModelSpec:
-        """Build and validate a spec from :meth:`to_dict` output."""
+        """Build and validate a spec from :meth:`to_dict` output (each field by :data:`FIELDS`)."""
         if not isinstance(data, dict):
             raise ModelFormatError(f"{source}: pipdetect metadata must be a JSON object")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise ModelFormatError(
-                f"{source}: model format version {version!r} is not supported by this "
+                f"{source}: model format version {_short(version)} is not supported by this "
                 f"pipdetect (it reads version {FORMAT_VERSION}); upgrade pipdetect or "
                 "re-convert the model"
             )
-        required = ("name", "num_landmarks", "num_nb", "meanface", "crop_policy")
-        missing = [key for key in required if key not in data]
+        missing = [key for key, check in FIELDS.items() if check.required and key not in data]
         if missing:
             raise ModelFormatError(
                 f"{source}: pipdetect metadata lacks {', '.join(missing)}; "
                 "re-convert the model with `pipdetect convert`"
             )
-        try:
-            meanface = np.asarray(data["meanface"], dtype=np.float64).reshape(-1, 2)
-            kwargs: dict[str, Any] = {
-                "name": str(data["name"]),
-                "num_landmarks": _as_int(data["num_landmarks"], "num_landmarks"),
-                "num_nb": _as_int(data["num_nb"], "num_nb"),
-                "meanface": meanface,
-                "crop_policy": data["crop_policy"],
-            }
-            if "input_size" in data:
-                h, w = data["input_size"]
-                kwargs["input_size"] = (_as_int(h, "input_size"), _as_int(w, "input_size"))
-            if "stride" in data:
-                kwargs["stride"] = _as_int(data["stride"], "stride")
-            for key in ("mean", "std"):
-                if key in data:
-                    kwargs[key] = tuple(float(v) for v in data[key])
-            for key in ("channel_order", "scheme", "license"):
-                if key in data:
-                    kwargs[key] = str(data[key])
-            for key in ("dataset", "backbone"):
-                if data.get(key) is not None:
-                    kwargs[key] = str(data[key])
-            for key in ("accuracy", "provenance"):
-                if data.get(key) is not None:
-                    kwargs[key] = dict(data[key])
-        except ModelFormatError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{source}: malformed pipdetect metadata: {exc}") from None
+        kwargs = {key: _field(key, check.parse, data[key], source)
+                  for key, check in FIELDS.items() if key in data}
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
         try:
             return cls(**kwargs)
         except ModelFormatError as exc:
             raise ModelFormatError(f"{source}: {exc}") from None
 
 
-def _as_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ModelFormatError(f"{key} must be an integer, got {value!r}")
-    return int(value)
+# --------------------------------------------------------------------------- fields
+# One parser per metadata field: it takes the JSON value and returns the ModelSpec
+# value (None: use the default) or raises _Bad with what is wrong. ModelSpec runs them
+# on its own values too, so specs made in Python obey the same rules.
+
+
+class _Bad(ValueError):
+    """What is wrong with one field's value (turned into a ModelFormatError naming it)."""
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """How one metadata field is read: ``parse(json_value) -> spec value or None``."""
+
+    parse: Callable[[Any], Any]
+    required: bool = False
+
+
+def _field(key: str, parse: Callable[[Any], Any], value: Any, source: str) -> Any:
+    try:
+        return parse(value)
+    except (_Bad, ModelFormatError) as exc:
+        raise ModelFormatError(f"{source}: metadata field {key!r}: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _integer(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if type(value) is not int and not isinstance(value, np.integer):
+            raise _Bad(f"must be an integer, got {_short(value)}")
+        if not lo <= value <= hi:
+            raise _Bad(f"must be between {lo} and {hi}, got {_short(value)}")
+        return int(value)
+
+    return parse
+
+
+def _number(value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise _Bad(f"must hold numbers, got {_short(value)}")
+    number = float(value)
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise _Bad(f"values must be finite and within [{lo:g}, {hi:g}], got {_short(value)}")
+    return number
+
+
+def _numbers(count: int, lo: float, hi: float) -> Callable[[Any], tuple[float, ...]]:
+    def parse(value: Any) -> tuple[float, ...]:
+        if not isinstance(value, (list, tuple)) or len(value) != count:
+            raise _Bad(f"must be a list of {count} numbers, got {_short(value)}")
+        return tuple(_number(v, lo, hi) for v in value)
+
+    return parse
+
+
+def _text(max_chars: int, *, nullable: bool = False,
+          choices: tuple[str, ...] = ()) -> Callable[[Any], str | None]:
+    def parse(value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            raise _Bad(f"must be a string{' or null' if nullable else ''}, got {_short(value)}")
+        if len(value) > max_chars:
+            raise _Bad(f"must be at most {max_chars} characters, got {len(value)}")
+        if choices and value not in choices:
+            raise _Bad(f"must be one of {', '.join(map(repr, choices))}, got {_short(value)}")
+        return value
+
+    return parse
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Bad(f"must be a JSON object or null, got {_short(value)}")
+    return dict(value)
+
+
+def _meanface(value: Any) -> np.ndarray:
+    if not isinstance(value, (list, tuple)) or not 4 <= len(value) <= 2 * MAX_LANDMARKS:
+        raise _Bad(f"must be a flat list x1, y1, x2, y2, ... of 4 to {2 * MAX_LANDMARKS} numbers")
+    if len(value) % 2:
+        raise _Bad(f"must hold an even number of values (x, y pairs), got {len(value)}")
+    return np.array([_number(v, -100.0, 100.0) for v in value]).reshape(-1, 2)
+
+
+def _input_size(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _Bad(f"must be [height, width], got {_short(value)}")
+    side = _integer(1, MAX_INPUT_SIDE)
+    return tuple(side(v) for v in value)
+
+
+def _crop_policy(value: Any) -> dict[str, Any]:
+    from .crop import CropPolicy  # local: crop imports cv2
+
+    CropPolicy.from_dict(value)
+    return dict(value)
+
+
+FIELDS: dict[str, FieldCheck] = {
+    "name": FieldCheck(_text(200), required=True),
+    "num_landmarks": FieldCheck(_integer(2, MAX_LANDMARKS), required=True),
+    "num_nb": FieldCheck(_integer(1, MAX_NEIGHBOURS), required=True),
+    "meanface": FieldCheck(_meanface, required=True),
+    "crop_policy": FieldCheck(_crop_policy, required=True),
+    "scheme": FieldCheck(_text(100)),
+    "input_size": FieldCheck(_input_size),
+    "stride": FieldCheck(_integer(1, 256)),
+    "channel_order": FieldCheck(_text(3, choices=("RGB", "BGR"))),
+    "mean": FieldCheck(_numbers(3, -1e3, 1e3)),
+    "std": FieldCheck(_numbers(3, 1e-6, 1e3)),
+    "dataset": FieldCheck(_text(1000, nullable=True)),
+    "backbone": FieldCheck(_text(200, nullable=True)),
+    "license": FieldCheck(_text(20_000)),
+    "accuracy": FieldCheck(_json_object),
+    "provenance": FieldCheck(_json_object),
+}
+"""The metadata fields read by :meth:`ModelSpec.from_dict`, each with its one check.
+A new field gets its parser here (and its attribute in :class:`ModelSpec`); checks of
+fields against each other are in ``_validate``. Unknown fields are ignored."""
+
+
+def parse_metadata(text: Any, source: str = "model") -> Any:
+    """The JSON value of a model's metadata text, parsed within bounds.
+
+    Refused with :class:`~pipdetect.errors.ModelFormatError`: text over
+    :data:`MAX_METADATA_CHARS`, nesting deeper than :data:`MAX_METADATA_DEPTH`,
+    integers of more than 30 digits, non-finite numbers (``NaN``, ``Infinity``,
+    ``1e400``) and invalid JSON.
+    """
+    if not isinstance(text, str):
+        raise ModelFormatError(f"{source}: pipdetect metadata must be text")
+    if len(text) > MAX_METADATA_CHARS:
+        raise ModelFormatError(
+            f"{source}: pipdetect metadata is {len(text):,} characters, more than "
+            f"{MAX_METADATA_CHARS:,}; this is not a pipdetect model"
+        )
+    depth = _nesting_depth(text)
+    if depth > MAX_METADATA_DEPTH:
+        raise ModelFormatError(
+            f"{source}: pipdetect metadata nests {depth} levels deep, more than "
+            f"{MAX_METADATA_DEPTH}; this is not a pipdetect model"
+        )
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+            raise _Bad(f"an integer of {len(digits)} digits")
+        return int(digits)
+
+    def parse_float(digits: str) -> float:
+        value = float(digits)
+        if not math.isfinite(value):
+            raise _Bad(f"the number {digits[:40]} is too large for a float")
+        return value
+
+    def parse_constant(name: str) -> float:
+        raise _Bad(f"{name} is not a number pipdetect accepts")
+
+    try:
+        return json.loads(text, parse_int=parse_int, parse_float=parse_float,
+                          parse_constant=parse_constant)
+    except _Bad as exc:
+        raise ModelFormatError(f"{source}: pipdetect metadata holds {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ModelFormatError(
+            f"{source}: pipdetect metadata is not valid JSON ({_first_line(exc)})"
+        ) from None
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest nesting of [ and { outside JSON strings (vectorised: fast on long text)."""
+    bare = _STRINGS.sub("", text).encode("utf-8", "replace")
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int32)
+    steps -= ((codes == ord("]")) | (codes == ord("}"))).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _validate(spec: ModelSpec) -> None:
-    from .crop import CropPolicy  # local: crop imports cv2
-
+    """The fields against each other (each field alone is checked by :data:`FIELDS`)."""
     L, K = spec.num_landmarks, spec.num_nb
-    if L < 2:
-        raise ModelFormatError(f"num_landmarks must be at least 2, got {L}")
-    if not 1 <= K < L:
+    if not K < L:
         raise ModelFormatError(f"num_nb must be between 1 and num_landmarks - 1 = {L - 1}, got {K}")
     mf = np.asarray(spec.meanface)
     if mf.shape != (L, 2):
         raise ModelFormatError(
             f"meanface has {mf.size} values, expected {2 * L} (x, y for {L} landmarks)"
         )
-    if not np.all(np.isfinite(mf)):
-        raise ModelFormatError("meanface contains NaN or infinity")
     h, w = spec.input_size
-    if h <= 0 or w <= 0 or spec.stride <= 0 or h % spec.stride or w % spec.stride:
+    if h % spec.stride or w % spec.stride:
         raise ModelFormatError(
             f"input_size {spec.input_size} must be positive multiples of stride {spec.stride}"
         )
-    if spec.channel_order not in ("RGB", "BGR"):
-        raise ModelFormatError(f"channel_order must be 'RGB' or 'BGR', got {spec.channel_order!r}")
-    for key in ("mean", "std"):
-        values = getattr(spec, key)
-        if len(values) != 3 or not all(math.isfinite(v) for v in values):
-            raise ModelFormatError(f"{key} must be three finite numbers, got {values!r}")
-    if any(v <= 0 for v in spec.std):
-        raise ModelFormatError(f"std must be positive, got {spec.std!r}")
-    CropPolicy.from_dict(spec.crop_policy)
+    mh, mw = spec.map_size
+    values = L * (3 + 2 * K) * mh * mw
+    if values > MAX_MAP_VALUES:
+        raise ModelFormatError(
+            f"num_landmarks={L}, num_nb={K} and a {mh}x{mw} map make {values:,} output values "
+            f"per face, more than pipdetect allows ({MAX_MAP_VALUES:,})"
+        )
 
 
 @dataclass(frozen=True)
@@ -219,8 +399,29 @@ class LoadedModel:
     path: Path
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run the network on a preprocessed (B, 3, H, W) float32 batch; returns the 5 maps."""
-        return self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        """Run the network on a preprocessed (B, 3, H, W) float32 batch; returns the 5 maps.
+
+        Raises :class:`~pipdetect.errors.ModelFormatError` when a map's shape is not what
+        the metadata promises, ``(B, channels, h, w)`` (symbolic dims are checked here).
+        """
+        maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        expected = _output_shapes(self.spec, len(batch))
+        for name, out in zip(OUTPUT_NAMES, maps, strict=True):
+            if out.shape != expected[name]:
+                raise ModelFormatError(
+                    f"{self.path}: output {name!r} has shape {out.shape} for a batch of "
+                    f"{len(batch)}, but the metadata implies {expected[name]}; the model "
+                    "file is broken or not a pipdetect model"
+                )
+        return maps
+
+
+def _output_shapes(spec: ModelSpec, batch: Any) -> dict[str, tuple[Any, ...]]:
+    """Each output's shape for a batch size (or the input's symbolic batch dim)."""
+    mh, mw = spec.map_size
+    L, K = spec.num_landmarks, spec.num_nb
+    channels = {"cls": L, "x": L, "y": L, "nb_x": L * K, "nb_y": L * K}
+    return {name: (batch, c, mh, mw) for name, c in channels.items()}
 
 
 _SHARED: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()
@@ -333,11 +534,7 @@ def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None
             f"{path}: valid ONNX, but without pipdetect metadata (metadata_props key "
             f"{METADATA_KEY!r}); convert a PIP-Net checkpoint with `pipdetect convert`"
         )
-    try:
-        data = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFormatError(f"{path}: pipdetect metadata is not valid JSON ({exc})") from None
-    spec = ModelSpec.from_dict(data, source)
+    spec = ModelSpec.from_json(meta[METADATA_KEY], source)
     _check_io(session, spec, source)
     from ._cpu import int8_warning  # full-range int8 weights on an x86 CPU without VNNI
 
@@ -396,17 +593,28 @@ def _check_io(session: Any, spec: ModelSpec, source: str) -> None:
             f"{source}: outputs {missing} are missing (found {sorted(outputs)}); "
             f"a pipdetect model has outputs {list(OUTPUT_NAMES)}"
         )
-    mh, mw = spec.map_size
-    L, K = spec.num_landmarks, spec.num_nb
-    expected = {"cls": L, "x": L, "y": L, "nb_x": L * K, "nb_y": L * K}
-    for name, channels in expected.items():
+    batch = shape[0]
+    for name, want in _output_shapes(spec, batch).items():
         oshape = outputs[name]
-        if len(oshape) != 4 or not _dims_match(oshape[1:], (channels, mh, mw)):
+        if len(oshape) != 4 or not _dims_match(oshape[1:], want[1:]):
             raise ModelFormatError(
                 f"{source}: output {name!r} has shape {oshape}, but the metadata "
-                f"(num_landmarks={L}, num_nb={K}, map {mh}x{mw}) implies "
-                f"(batch, {channels}, {mh}, {mw})"
+                f"(num_landmarks={spec.num_landmarks}, num_nb={spec.num_nb}, map "
+                f"{want[2]}x{want[3]}) implies (batch, {want[1]}, {want[2]}, {want[3]})"
             )
+        if not _same_batch(batch, oshape[0]):
+            raise ModelFormatError(
+                f"{source}: output {name!r} has batch dimension {oshape[0]!r} but the input "
+                f"{INPUT_NAME!r} has {batch!r}; every output must keep the input's batch"
+            )
+
+
+def _same_batch(batch: Any, out: Any) -> bool:
+    """A fixed output batch must equal the input's (fixed) batch; symbolic ones are
+    checked when the model runs."""
+    if isinstance(out, int):
+        return isinstance(batch, int) and out == batch
+    return True
 
 
 def _dims_match(actual: Any, expected: tuple[int, ...]) -> bool:
