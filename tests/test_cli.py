@@ -165,8 +165,8 @@ def test_points_68_as_csv(model98, photos, capsys):
     lines = out.strip().splitlines()
     header = lines[0].split(",")
     assert header[:6] == ["source", "frame", "time", "face", "track_id", "score"]
-    assert header[14] == "x0" and header[14 + 67] == "x67" and header[-1] == "s67"
-    assert len(header) == 14 + 3 * 68 and len(lines) == 2
+    assert header[14] == "x0" and header[14 + 67] == "x67" and header[-2:] == ["s67", "error"]
+    assert len(header) == 14 + 3 * 68 + 1 and len(lines) == 2
     row = dict(zip(header, lines[1].split(","), strict=True))
     _, full, _ = run([photos / "a.jpg", "-m", model98], capsys)
     lm98 = json.loads(full)["faces"][0]["landmarks"]
@@ -206,7 +206,7 @@ def test_box_and_draw_path(model98, photos, tmp_path, capsys, wflw_meanface):
     assert code == 0 and face["box"] == [180, 70, 300, 240] and face["score"] == 1
     assert cv2.imread(str(target)).shape == (512, 512, 3)
     code, _, err = run([photos / "a.jpg", "--draw", photos / "a.jpg", "-m", model98], capsys)
-    assert code == 1 and "overwrite" in err
+    assert code == 2 and "refusing to overwrite an input" in err
 
 
 @pytest.mark.parametrize(
@@ -217,6 +217,16 @@ def test_box_and_draw_path(model98, photos, tmp_path, capsys, wflw_meanface):
         (["x.jpg", "--box", "1,2,3"], "X1,Y1,X2,Y2"),
         (["x.jpg", "--max-faces", "0"], "positive integer"),
         (["x.jpg", "--format", "xml"], "invalid choice"),
+        # contradictions (issue 19)
+        (["x.jpg", "--format", "csv", "-o", "x.json"], "--format csv contradicts -o x.json"),
+        (["x.mp4", "--no-smooth", "--smoothing", "responsive"], "--no-smooth contradicts"),
+        (["x.mp4", "--no-smooth", "--beta", "3"], "--no-smooth contradicts"),
+        (["x.mp4", "--smoothing", "smooth", "--min-cutoff", "1"], "give one or the other"),
+        (["x.mp4", "--no-track", "--redetect-interval", "3"], "--redetect-interval only apply"),
+        (["x.mp4", "--no-track", "--smoothing", "smooth"], "--smoothing only apply"),
+        (["x.jpg", "--camera", "0"], "--camera runs alone"),
+        (["x.jpg", "--draw-boxes"], "add --draw"),
+        (["x.jpg", "-o", "-", "--format", "npy"], "--format npy writes files"),
     ],
 )
 def test_usage_errors_exit_2(args, message, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,13 @@ import pytest
 from modelfactory_dots import dots_face, dots_model, write_clip
 from pipdetect import LandmarkDetector
 from pipdetect.errors import InvalidImageError, VideoError
-from pipdetect.video import VideoInfo, is_video_path, open_frames, open_writer
+from pipdetect.video import (
+    VideoInfo,
+    VideoTruncatedWarning,
+    is_video_path,
+    open_frames,
+    open_writer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +66,38 @@ def test_avi_motion_jpeg_round_trip(tmp_path, astronaut):
     got = list(frames)
     assert len(got) == 3 and info.fps == 10
     assert np.abs(got[0].astype(int) - astronaut).mean() < 4  # Motion-JPEG is near lossless
+
+
+def truncated_avi(path: Path, frames: int = 20, cut: bool = True) -> Path:
+    """A Motion-JPEG .avi of ``frames`` frames, cut (``cut``) in the middle of its frame
+    data: its header still declares every frame."""
+    writer = open_writer(path, 10, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 10 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    chunks = [m.start() for m in re.finditer(b"00dc", data)]  # frame chunks, then the index
+    if cut:
+        path.write_bytes(data[: chunks[frames // 2]])
+    return path
+
+
+def test_a_video_that_ends_early_says_so(tmp_path):
+    path = truncated_avi(tmp_path / "cut.avi")
+    frames, info = open_frames(path)
+    assert info.frame_count == 20
+    with pytest.warns(VideoTruncatedWarning, match=r"ended after \d+ of its 20 frames"):
+        got = list(frames)
+    assert 0 < len(got) < 20 and frames.read == len(got) and frames.ended_early
+    whole = truncated_avi(tmp_path / "whole.avi", cut=False)
+    frames, _ = open_frames(whole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(list(frames)) == 20 and not frames.ended_early
+    frames, _ = open_frames(whole)  # closed before the end: not truncated
+    next(frames)
+    frames.close()
+    assert list(frames) == [] and not frames.ended_early
 
 
 def test_arrays_and_iterables(astronaut):

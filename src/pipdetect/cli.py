@@ -1,24 +1,29 @@
 """Command line: ``pipdetect IMAGE|FOLDER|VIDEO ...`` and ``pipdetect convert ...``.
 
 Exit status: 0 when every input was processed, 1 when some input failed (each
-failure is reported on stderr and skipped), 2 for usage errors and when no model
-could be loaded. The result formats are documented in :mod:`pipdetect.results`.
+failure is one line on stderr, whatever the input did, and the others go on), 2
+for usage errors (contradictory options, an output that is or links to an input)
+and when no model could be loaded. The result formats are documented in
+:mod:`pipdetect.results`; users' documentation: docs/cli.md.
 
 The parts, in the order a run uses them: :func:`build_parser` (arguments),
-``_plan`` (inputs and where their results go: ``_Plan``), ``_load_detector``, one
-runner per input kind (``_Images``; ``_Video`` for video files and ``_run_camera``
-for the live preview), ``_Output`` (the writers: stdout, one file, one file per
-input) and ``_Report`` (failures as they happen, the summary line at the end);
-``_run`` wires them together.
+``_plan`` (options checked, inputs in the order given, where their results go, no
+output over an input: ``_Plan``), ``_load_detector``, ``_run_inputs`` with one
+runner per input kind (``_Images``; ``_Video`` for video files and the camera's
+live preview), ``_Output`` (results in input order, written whole or not at all
+through :class:`pipdetect.results.ResultsFile`) and ``_Report`` (failures as they
+happen, the summary line at the end); ``_run`` wires them together.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +46,19 @@ examples:
   pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o model.onnx
 
 output:
-  Without -o, results go to stdout (JSON or CSV). -o FILE.json/.csv/.npy writes one
-  file (several inputs: a JSON array, or all CSV rows); -o DIR writes one file per
-  input (DIR/<name>.json ...). Coordinates are original-image pixels, x right, y down,
-  pixel centres at integers. JSON schema: python -c "import pipdetect.results as r;
-  help(r)" or the README.
+  Without -o (or with -o -), results go to stdout (JSON or CSV). -o FILE.json/.csv/.npy
+  writes one file (several inputs: a JSON array, or all CSV rows); -o DIR/ writes one
+  file per input (DIR/<name>.json ...). Results keep the order of the inputs. Files are
+  written beside the target and renamed over it when complete: a failed run never
+  leaves one cut, and if the disk fills up the finished results are kept in
+  FILE.partial. CSV has a row per face, per image or frame without a face, and per
+  failed input (its "error" column). No output may be, or link to, an input.
+  Coordinates are original-image pixels, x right, y down, pixel centres at integers.
+  JSON schema: python -c "import pipdetect.results as r; help(r)" or docs/cli.md.
 
-exit status: 0 all inputs done, 1 some input failed (reported and skipped),
-  2 usage error or no model.
+exit status: 0 all inputs done, 1 some input failed (each reported in one line and
+  skipped; a video that ends before its declared length counts too), 2 usage error
+  or no model.
 """
 
 _GET_A_MODEL = """\
@@ -149,7 +159,7 @@ def _add_video_options(video: Any) -> None:
     video.add_argument("--no-track", action="store_true",
                        help="detect faces on every frame instead of tracking them (slower; "
                             "no track ids, no smoothing)")
-    video.add_argument("--redetect-interval", type=_non_negative_int, default=10, metavar="N",
+    video.add_argument("--redetect-interval", type=_non_negative_int, default=None, metavar="N",
                        help="run the face detector at least every N frames to find new faces "
                             "(default 10; 0: only when a face is lost)")
     video.add_argument("--min-confidence", type=float, default=0.25, metavar="S",
@@ -157,7 +167,7 @@ def _add_video_options(video: Any) -> None:
                             "(default 0.25)")
     video.add_argument("--no-smooth", action="store_true",
                        help="no temporal smoothing of landmarks")
-    video.add_argument("--smoothing", choices=("smooth", "responsive"), default="smooth",
+    video.add_argument("--smoothing", choices=("smooth", "responsive"), default=None,
                        help="smoothing preset (default smooth: about 4x less jitter on a still "
                             "face, no measured lag on pans; responsive: follows sudden motion "
                             "and expressions sooner); see benchmarks/video_bench.py")
@@ -264,16 +274,14 @@ class _Report:
         self.faces = 0
         self.failed: list[str] = []
 
-    def fail(self, name: str, reason: str) -> None:
+    def fail(self, name: str, problem: str | BaseException) -> str:
+        """Report one input's failure in one line; returns the reason given."""
+        reason = problem if isinstance(problem, str) else _reason(problem)
         self.failed.append(name)
         if reason.startswith(f"{name}: "):
             reason = reason[len(name) + 2 :]
         self.console.error(f"skipping {name}: {reason}")
-
-    def fail_with(self, name: str, exc: BaseException) -> None:
-        """:meth:`fail` with the first line of an exception's message."""
-        text = str(exc).strip() or type(exc).__name__
-        self.fail(name, text.splitlines()[0])
+        return reason
 
     def summary(self, seconds: float) -> None:
         parts = []
@@ -289,16 +297,27 @@ class _Report:
         self.console.info(f"{PROG}: {', '.join(parts)}; {per}{seconds:.2f} s in all")
 
 
+def _reason(exc: BaseException) -> str:
+    """One line about an exception: its message's first line, with the type when the
+    error is not one of pipdetect's or the usual I/O and value errors."""
+    from .errors import PipdetectError
+
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if isinstance(exc, MemoryError):
+        return f"not enough memory to process it ({text})"
+    if not isinstance(exc, (PipdetectError, OSError, ValueError)):
+        return f"{type(exc).__module__.split('.')[0]}.{type(exc).__name__}: {text}"
+    return text
+
+
 # --------------------------------------------------------------------------- planning
 @dataclass
 class _Item:
     path: Path
-    kind: str  # "image" | "video"
+    kind: str  # "image" | "video" | "camera" | "missing" (fails with `error`)
     rel: Path  # name relative to its folder input (for output names)
-
-
-CAMERA_ITEM = _Item(Path("camera.mp4"), "video", Path("camera"))
-"""What output names are made from for --camera (index -1)."""
+    scanned: bool = False  # found in a folder (not named on the command line)
+    error: str = ""
 
 
 class _UsageError(Exception):
@@ -307,7 +326,7 @@ class _UsageError(Exception):
 
 @dataclass
 class _Plan:
-    """The inputs to process and where each one's results and drawings go."""
+    """The inputs to process, in the order given, and where their results and drawings go."""
 
     items: list[_Item]
     many: bool
@@ -328,24 +347,23 @@ class _Plan:
         self.out_names = [s if counts[s] == 1 else r for s, r in zip(stems, rels, strict=True)]
 
     def result_path(self, index: int) -> Path | None:
-        """The file of item ``index``'s results with -o DIR (``-1``: the camera), else None."""
+        """The file of item ``index``'s results with -o DIR, else None."""
         if self.out_mode != "dir" or self.out is None:
             return None
-        if index < 0:
-            return self.out / f"camera.{self.fmt}"
         name = self.out_names[index]
         return self.out / name.parent / f"{name.name}.{self.fmt}"
 
-    def draw_path(self, index: int, item: _Item) -> Path | None:
-        """Where item ``index``'s drawing goes (``-1``: the camera), or None without --draw."""
+    def draw_path(self, index: int) -> Path | None:
+        """Where item ``index``'s drawing goes, or None without --draw."""
+        item = self.items[index]
         if self.draw is None:
             return None
         ext = item.path.suffix.lower()
-        if item.kind == "video":
+        if item.kind in ("video", "camera"):
             ext = ext if ext in _VIDEO_OUT else ".mp4"
         else:
             ext = ext if ext in _DRAWABLE else ".png"
-        name = self.out_names[index] if index >= 0 else Path("camera")
+        name = self.out_names[index]
         file_name = name.parent / f"{name.name}_landmarks{ext}"
         if isinstance(self.draw, str):
             return Path(self.draw) if not self.many else Path(self.draw) / file_name
@@ -357,110 +375,204 @@ class _Plan:
             base = Path(".")
         return base / file_name
 
-    def check_not_input(self, target: Path) -> None:
-        if target.resolve() in {it.path.resolve() for it in self.items}:
-            raise OSError(f"refusing to overwrite the input {target} with a drawing")
+    def targets(self) -> list[Path]:
+        """Every file this run may write: -o FILE, results per input, drawings."""
+        found = [self.out] if self.out_mode == "file" and self.out is not None else []
+        for i, item in enumerate(self.items):
+            if item.kind != "missing":
+                found += [p for p in (self.result_path(i), self.draw_path(i)) if p is not None]
+        return found
 
 
-def _find_inputs(opts: argparse.Namespace, report: _Report) -> list[_Item]:
-    """Files named on the command line and images in folders given (missing ones fail)."""
-    from .video import IMAGE_EXTENSIONS, is_video_path
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file a path leads to (through links), None if there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
+
+def _check_options(o: argparse.Namespace) -> None:
+    """Refuse options that contradict each other (raises :class:`_UsageError`)."""
+    suffix = "" if o.output in (None, "-") else Path(o.output).suffix.lower().lstrip(".")
+    one_euro = o.min_cutoff is not None or o.beta is not None
+    tracking = [name for name, given in (
+        ("--redetect-interval", o.redetect_interval is not None), ("--no-smooth", o.no_smooth),
+        ("--smoothing", o.smoothing is not None), ("--min-cutoff", o.min_cutoff is not None),
+        ("--beta", o.beta is not None)) if given]
+    problems = [
+        (o.format and suffix in ("json", "csv", "npy") and suffix != o.format,
+         f"--format {o.format} contradicts -o {o.output}: name the file .{o.format} or drop "
+         "--format"),
+        (o.no_smooth and (o.smoothing or one_euro),
+         "--no-smooth contradicts --smoothing, --min-cutoff and --beta: give one or the other"),
+        (o.smoothing and one_euro,
+         "--smoothing picks a preset; --min-cutoff and --beta pick the One Euro filter of "
+         "earlier versions: give one or the other"),
+        (o.no_track and tracking,
+         f"--no-track detects faces on every frame: {', '.join(tracking)} only apply to tracking"),
+        (o.camera is not None and o.inputs,
+         "--camera runs alone: give either --camera or inputs, not both"),
+        (o.draw_boxes and o.draw is None and o.camera is None,
+         "--draw-boxes changes drawings: add --draw"),
+    ]
+    for contradiction, message in problems:
+        if contradiction:
+            raise _UsageError(message)
+
+
+def _find_inputs(opts: argparse.Namespace) -> list[_Item]:
+    """The inputs in the order given: files named, then the images of folders (sorted).
+    Missing inputs and empty folders become "missing" items, which fail in their turn."""
+    from .video import is_video_path
+
+    if opts.camera is not None:
+        return [_Item(Path("camera.mp4"), "camera", Path("camera"))]
     items: list[_Item] = []
     for text in opts.inputs:
         path = Path(text)
         if path.is_dir():
-            pattern = "**/*" if opts.recursive else "*"
-            found = sorted(
-                p for p in path.glob(pattern)
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = _scan(path, opts.recursive)
             if not found:
-                report.fail(str(path), "no images in this folder"
-                            + ("" if opts.recursive else " (use -r for sub-folders)"))
-            items += [_Item(p, "image", p.relative_to(path)) for p in found]
+                why = "no images in this folder" + ("" if opts.recursive else
+                                                    " (use -r for sub-folders)")
+                items.append(_Item(path, "missing", Path(path.name), error=why))
+            items += [_Item(p, "image", p.relative_to(path), scanned=True) for p in found]
         elif not path.exists():
-            report.fail(str(path), "no such file or folder")
+            items.append(_Item(path, "missing", Path(path.name), error="no such file or folder"))
         else:
-            kind = "video" if is_video_path(path) else "image"
-            items.append(_Item(path, kind, Path(path.name)))
+            items.append(_Item(path, "video" if is_video_path(path) else "image", Path(path.name)))
     return items
 
 
-def _plan(opts: argparse.Namespace, report: _Report) -> _Plan:
+def _scan(folder: Path, recursive: bool) -> list[Path]:
+    """The images of a folder, sorted, without pipdetect's own drawings of them
+    (``NAME_landmarks.EXT`` beside ``NAME.*``)."""
+    from .video import IMAGE_EXTENSIONS
+
+    try:
+        found = sorted(p for p in folder.glob("**/*" if recursive else "*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError:
+        return []
+    names = {(p.parent, p.stem) for p in found} | {(p.parent, p.name) for p in found}
+    return [p for p in found
+            if not (p.stem.endswith("_landmarks") and (p.parent, p.stem[:-10]) in names)]
+
+
+def _plan(opts: argparse.Namespace) -> _Plan:
     """Inputs and output layout; raises :class:`_UsageError` for impossible outputs."""
-    items = _find_inputs(opts, report)
-    many = (len(opts.inputs) + (opts.camera is not None) > 1
-            or any(Path(text).is_dir() for text in opts.inputs))
-    out = None if opts.output is None else Path(opts.output)
+    _check_options(opts)
+    items = _find_inputs(opts)
+    many = len(opts.inputs) > 1 or any(Path(text).is_dir() for text in opts.inputs)
+    out = None if opts.output in (None, "-") else Path(opts.output)
     suffix = out.suffix.lower().lstrip(".") if out is not None else ""
     fmt = opts.format or (suffix if suffix in ("json", "csv", "npy") else "json")
     if out is None:
         mode = "stdout"
         if fmt == "npy":
             raise _UsageError("--format npy writes files: give -o FILE.npy or -o FOLDER")
-    elif out.is_dir() or str(opts.output).endswith(("/", os.sep)) or not suffix:
+    elif out.is_dir() or str(opts.output).endswith(("/", os.sep)) or not (
+            suffix or out.exists()):
         mode = "dir"
     else:
-        mode = "file"
+        mode = "file"  # a file name, or an existing non-folder such as /dev/null
         if fmt == "npy" and many:
             raise _UsageError("one .npy file holds one input's landmarks: use -o FOLDER "
                               "for several inputs")
-    return _Plan(items, many, fmt, mode, out, opts.draw)
+    plan = _Plan(items, many, fmt, mode, out, opts.draw)
+    # outputs of an earlier run found in a folder are not inputs of this one
+    written = {_identity(p) for p in plan.targets()} - {None}
+    if any(it.scanned and _identity(it.path) in written for it in items):
+        plan = _Plan([it for it in items if not (it.scanned and _identity(it.path) in written)],
+                     many, fmt, mode, out, opts.draw)
+    _check_targets(plan)
+    return plan
+
+
+def _check_targets(plan: _Plan) -> None:
+    """Refuse any output that is, or links to, an input (it would be destroyed)."""
+    inputs = {_identity(it.path): it.path for it in plan.items if it.kind != "missing"}
+    for target in plan.targets():
+        source = inputs.get(_identity(target)) if os.path.lexists(target) else None
+        if source is not None:
+            what = "is" if Path(target).absolute() == source.absolute() else "links to"
+            raise _UsageError(f"refusing to overwrite an input: the output {target} {what} "
+                              f"the input {source}; choose another -o or --draw")
 
 
 # --------------------------------------------------------------------------- writers
 class _Output:
-    """Result documents to files or stdout: at once with -o DIR, else gathered and
-    written by :meth:`finish` (one document, a JSON array, or CSV rows)."""
+    """Result documents in the order of the inputs: to stdout or one -o FILE (a
+    :class:`~pipdetect.results.ResultsFile`: streamed into a temporary file beside
+    it, renamed over it at the end), or one file per input with -o DIR (each atomic)."""
 
-    def __init__(self, plan: _Plan) -> None:
-        self.plan = plan
-        self.records: list[dict[str, Any]] = []
+    def __init__(self, plan: _Plan, num_landmarks: int, report: _Report) -> None:
+        from .results import ResultsFile
 
-    def emit(self, index: int, record: dict[str, Any]) -> None:
-        """Item ``index``'s document (``-1``: the camera's)."""
+        self.plan, self.num_landmarks, self.report = plan, num_landmarks, report
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.next = 0
+        self.written = 0  # documents of inputs done
+        self.broken = False  # the output failed: the run stops
+        self.sink: ResultsFile | None = None
+        if plan.out_mode != "dir":
+            sys.stdout.flush()
+            self.sink = ResultsFile(plan.out if plan.out is not None else sys.stdout.buffer,
+                                    plan.fmt, many=plan.many, num_landmarks=num_landmarks)
+
+    def put(self, index: int, record: dict[str, Any]) -> None:
+        """Item ``index``'s document, or its :func:`~pipdetect.results.error_record`."""
+        self.pending[index] = record
+        while self.next in self.pending and not self.broken:
+            self._write(self.next, self.pending.pop(self.next))
+            self.next += 1
+
+    def _write(self, index: int, record: dict[str, Any]) -> None:
+        from .results import ResultsFile
+
+        failed = "error" in record
         path = self.plan.result_path(index)
-        if path is None:
-            self.records.append(record)
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._write(path, [record], single=True)
+        try:
+            if self.sink is not None and (self.plan.fmt == "csv" or not failed):
+                self.sink.add(record)
+            elif path is not None and not failed:
+                with ResultsFile(path, self.plan.fmt, many=False) as single:
+                    single.add(record)
+        except OSError as exc:
+            if self.sink is None:
+                self.report.fail(str(self.plan.items[index].path), f"cannot write {path}: {exc}")
+                return
+            self._broke(exc)
+        self.written += not failed
 
     def finish(self) -> None:
-        plan, records = self.plan, self.records
-        if plan.out_mode == "dir":
+        """Put -o FILE in place, unless no input succeeded (then it is left as it was)."""
+        if self.sink is None or self.broken:
             return
-        if plan.fmt == "npy" and not records:
+        if self.plan.out_mode == "file" and not self.written:
+            self.sink.discard()
+            self.report.console.error(f"no input succeeded: {self.plan.out} left as it was")
             return
-        if plan.fmt == "csv" and not records:
-            if plan.out_mode == "file" and plan.out is not None:
-                plan.out.parent.mkdir(parents=True, exist_ok=True)
-                plan.out.write_text("", encoding="utf-8")
-            return
-        single = not plan.many and len(records) == 1
-        if plan.out_mode == "file" and plan.out is not None:
-            plan.out.parent.mkdir(parents=True, exist_ok=True)
-            self._write(plan.out, records, single)
-        elif records or plan.many:
-            self._write(None, records, single)
+        try:
+            self.sink.commit()
+        except OSError as exc:
+            self._broke(exc)
 
-    def _write(self, path: Path | None, records: list[dict[str, Any]], single: bool) -> None:
-        from .results import csv_text, dumps, save_npy
-
-        if self.plan.fmt == "npy":
-            assert path is not None
-            save_npy(path, records[0])
-            return
-        if self.plan.fmt == "csv":
-            text = csv_text(records)
-        else:
-            text = dumps(records[0] if single else records) + "\n"
-        if path is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            path.write_text(text, encoding="utf-8")
+    def _broke(self, exc: OSError) -> None:
+        self.broken = True
+        where = "standard output" if self.plan.out is None else str(self.plan.out)
+        message = f"cannot write the results to {where}: {exc.strerror or exc}"
+        if self.plan.out is not None:
+            message += f"; {where} is left as it was"
+        if self.sink is not None and self.sink.partial is not None:
+            message += (f"; the {self.sink.count} results finished are kept in "
+                        f"{self.sink.partial}")
+        self.report.console.error(message + "; stopping")
+        if self.plan.out is None:  # a closed pipe: no more writes, no noise at exit
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # --------------------------------------------------------------------------- runners
@@ -479,68 +591,91 @@ class _Job:
         """--box as the one face box of an image or a first frame."""
         return None if self.opts.box is None else [self.opts.box]
 
+    def fail(self, index: int, problem: str | BaseException) -> None:
+        """Input ``index`` failed: one line on stderr, an error row in CSV output."""
+        from .results import error_record
+
+        path = self.plan.items[index].path
+        self.output.put(index, error_record(path, self.report.fail(str(path), problem)))
+
+
+def _run_inputs(job: _Job) -> None:
+    """Every input in the order given: runs of images in groups, videos one by one."""
+    items = job.plan.items
+    group = max(1, min(32, job.det.batch_size))
+    images = _Images(job, sum(it.kind == "image" for it in items))
+    i = 0
+    while i < len(items) and not job.output.broken:
+        if items[i].kind == "image":
+            j = i
+            while j < len(items) and j - i < group and items[j].kind == "image":
+                j += 1
+            images.run(range(i, j))
+            i = j
+            continue
+        if items[i].kind == "missing":
+            job.fail(i, items[i].error)
+        else:
+            _Video(job, i).run(show=items[i].kind == "camera")
+        i += 1
+    if i < len(items):
+        job.report.console.error(f"{len(items) - i} inputs not processed")
+
 
 class _Images:
     """Image inputs, in groups sent through the network together (``detect_batch``)."""
 
-    def __init__(self, job: _Job) -> None:
+    def __init__(self, job: _Job, total: int) -> None:
         self.job = job
-        self.index_of = {id(it): i for i, it in enumerate(job.plan.items)}
+        self.total = total
+        self.done = 0
 
-    def run(self, images: list[_Item]) -> None:
-        from .errors import PipdetectError
+    def run(self, indices: range) -> None:
         from .image import load_image
 
         job = self.job
-        group = max(1, min(32, job.det.batch_size))
-        for start in range(0, len(images), group):
-            chunk = images[start : start + group]
-            loaded = []
-            for item in chunk:
-                try:
-                    loaded.append((item, load_image(item.path)))
-                except (PipdetectError, OSError, ValueError) as exc:
-                    job.report.fail_with(str(item.path), exc)
-            if loaded:
-                self._detect(loaded)
-            job.report.console.progress(start + len(chunk), len(images), "images",
-                                        f"{job.report.faces} faces")
+        loaded = []
+        for i in indices:
+            try:
+                loaded.append((i, load_image(job.plan.items[i].path)))
+            except Exception as exc:  # each input fails alone, whatever it does
+                job.fail(i, exc)
+        if loaded:
+            self._detect(loaded)
+        self.done += len(indices)
+        job.report.console.progress(self.done, self.total, "images",
+                                    f"{job.report.faces} faces")
 
-    def _detect(self, loaded: list[tuple[_Item, Any]]) -> None:
+    def _detect(self, loaded: list[tuple[int, Any]]) -> None:
         """Faces of loaded images, together; one by one if that fails (to name the bad one)."""
-        from .errors import PipdetectError
-
         det, points = self.job.det, self.job.opts.points
         boxes = None if self.job.boxes is None else [self.job.boxes] * len(loaded)
         try:
             results = det.detect_batch([img for _, img in loaded], boxes=boxes, points=points)
-        except (PipdetectError, ValueError):
+        except Exception:
             results = None
-        for k, (item, img) in enumerate(loaded):
+        for k, (index, img) in enumerate(loaded):
             try:
                 faces = results[k] if results is not None else det.detect(
                     img, boxes=None if boxes is None else boxes[k], points=points)
-                self._done(self.index_of[id(item)], item, img, faces)
-            except (PipdetectError, OSError, ValueError) as exc:
-                self.job.report.fail_with(str(item.path), exc)
+                self._done(index, img, faces)
+            except Exception as exc:
+                self.job.fail(index, exc)
 
-    def _done(self, index: int, item: _Item, img: Any, faces: list[Any]) -> None:
-        from .results import image_record
+    def _done(self, index: int, img: Any, faces: list[Any]) -> None:
+        from .results import image_record, replacing
 
         job = self.job
         record = image_record(job.det, faces, size=(img.shape[1], img.shape[0]),
-                              source=item.path, points=job.opts.points)
-        job.output.emit(index, record)
-        target = job.plan.draw_path(index, item)
+                              source=job.plan.items[index].path, points=job.opts.points)
+        target = job.plan.draw_path(index)
         if target is not None:
             import cv2
 
-            from .draw import draw_faces
-
-            job.plan.check_not_input(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), draw_faces(img, faces, boxes=job.opts.draw_boxes)):
-                raise OSError(f"could not write the annotated image {target}")
+            with replacing(target) as tmp:
+                if not cv2.imwrite(str(tmp), _draw(job, faces, img)):
+                    raise OSError(f"could not write the annotated image {target}")
+        job.output.put(index, record)
         job.report.images += 1
         job.report.faces += len(faces)
 
@@ -548,85 +683,95 @@ class _Images:
 class _Video:
     """One video file or camera: frames tracked (or detected each), drawn, recorded."""
 
-    def __init__(self, job: _Job, index: int, item: _Item, source: Any, kind: str) -> None:
+    def __init__(self, job: _Job, index: int) -> None:
         self.job = job
-        self.index = index  # into the plan's items; -1 for the camera
-        self.item = item
-        self.source = source  # a path or a camera index
-        self.kind = kind  # "video" | "camera"
-        self.name = str(item.path) if kind == "video" else str(source)
+        self.index = index  # into the plan's items
+        self.item = job.plan.items[index]
+        self.camera = self.item.kind == "camera"
+        self.source: Any = job.opts.camera if self.camera else self.item.path
+        self.name = f"camera {self.source}" if self.camera else str(self.item.path)
         self.frames: list[dict[str, Any]] = []
         self.detector_frames = 0
+        self.total: int | None = None  # frames the source declares
 
     def run(self, show: bool = False) -> None:
-        """Process every frame (until q / Esc in the preview with ``show``), then emit."""
+        """Process every frame (until q / Esc in the preview with ``show``), then emit;
+        failures (and a file that ends before its declared length) are reported."""
         from .results import video_record
 
-        stream, info = _frames(self.job, self.source)
-        target = self.job.plan.draw_path(self.index, self.item)
-        if target is not None:
-            self.job.plan.check_not_input(target)
-        size = (info.width or 0, info.height or 0)
-        writer = None
         try:
+            size, fps, short = self._process(show)
+        except Exception as exc:  # each input fails alone, whatever it does
+            self.job.fail(self.index, exc)
+            return
+        report = self.job.report
+        report.videos += 1
+        report.frames += len(self.frames)
+        report.detector_frames += self.detector_frames
+        self.job.output.put(self.index, video_record(
+            self.job.det, self.frames, size=size, fps=fps, kind=self.item.kind,
+            source=f"camera:{self.source}" if self.camera else self.name,
+            points=self.job.opts.points))
+        if short is not None:
+            self.job.report.fail(self.name, f"the video ended after {len(self.frames)} of its "
+                                 f"{short} frames (truncated or damaged); the frames read are "
+                                 "in the results")
+
+    def _process(self, show: bool) -> tuple[tuple[int, int], float, int | None]:
+        """((width, height), fps, declared frame count if the file ended early, else None)."""
+        from .results import replacing
+        from .video import VideoTruncatedWarning, open_writer
+
+        stream, frames, info = _frames(self.job, self.source)
+        self.total = info.frame_count
+        target = self.job.plan.draw_path(self.index)
+        size = (info.width or 0, info.height or 0)
+        with contextlib.ExitStack() as stack:
+            stack.callback(getattr(stream, "close", lambda: None))
+            if show:
+                import cv2
+
+                stack.callback(cv2.destroyAllWindows)
+            tmp = stack.enter_context(replacing(target)) if target is not None else None
+            writers: list[Any] = []  # opened at the first frame, released before the rename
+            stack.callback(lambda: [w.release() for w in writers])
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore", VideoTruncatedWarning)
             for faces in stream:
                 size = (faces.image.shape[1], faces.image.shape[0])
                 self._record(faces)
-                if target is not None or show:
-                    drawn = self._draw(faces)
-                    if target is not None:
-                        writer = writer or self._open_writer(target, info.fps, size)
-                        writer.write(drawn)
-                    if show and not _show(drawn):
-                        break
-                self._progress(info.frame_count)
-        finally:
-            if writer is not None:
-                writer.release()
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        self._count()
-        source = f"camera:{self.source}" if self.kind == "camera" else self.name
-        self.job.output.emit(self.index, video_record(
-            self.job.det, self.frames, size=size, fps=info.fps, source=source,
-            kind=self.kind, points=self.job.opts.points))
+                drawn = _draw(self.job, faces, faces.image) if tmp is not None or show else None
+                if tmp is not None:
+                    writers += [] if writers else [open_writer(tmp, info.fps, size)]
+                    writers[0].write(drawn)
+                if show and not _show(drawn):
+                    break
+            if not self.frames:
+                raise OSError("no frame could be read")
+        return size, info.fps, frames.declared if getattr(frames, "ended_early", False) else None
 
     def _record(self, faces: Any) -> None:
         from .results import frame_record
 
         self.frames.append(frame_record(faces))
         self.detector_frames += bool(faces.detected)
-        self.job.report.faces += len(faces)
-
-    def _progress(self, frame_count: int | None) -> None:
         report = self.job.report
-        report.console.progress(len(self.frames), frame_count, "frames",
+        report.faces += len(faces)
+        report.console.progress(len(self.frames), self.total, "frames",
                                 f"{report.faces} faces  {Path(self.name).name}")
 
-    def _draw(self, faces: Any) -> Any:
-        from .draw import draw_faces
-
-        return draw_faces(faces.image, faces, boxes=self.job.opts.draw_boxes)
-
-    @staticmethod
-    def _open_writer(target: Path, fps: float, size: tuple[int, int]) -> Any:
-        from .video import open_writer
-
-        return open_writer(target, fps, size)
-
-    def _count(self) -> None:
-        if not self.frames:
-            raise OSError("no frame could be read")
-        report = self.job.report
-        report.videos += 1
-        report.frames += len(self.frames)
-        report.detector_frames += self.detector_frames
 
 
-def _frames(job: _Job, source: Any) -> tuple[Any, Any]:
-    """(iterator of FrameFaces, VideoInfo) of a video path or camera index: tracked, or
-    with --no-track detected on every frame."""
+def _draw(job: _Job, faces: Any, image: Any) -> Any:
+    """``image`` with ``faces`` drawn (and their boxes with --draw-boxes)."""
+    from .draw import draw_faces
+
+    return draw_faces(image, faces, boxes=job.opts.draw_boxes)
+
+
+def _frames(job: _Job, source: Any) -> tuple[Any, Any, Any]:
+    """(iterator of FrameFaces, the frames it reads, VideoInfo) of a video path or camera
+    index: tracked, or with --no-track detected on every frame."""
     from .track import FrameFaces
     from .video import open_frames
 
@@ -638,43 +783,13 @@ def _frames(job: _Job, source: Any) -> tuple[Any, Any]:
                 faces = det.detect(frame, boxes=boxes, points=o.points)
                 yield FrameFaces(faces, frame, i, i / info.fps, True)
 
-        return detect_each(), info
+        return detect_each(), frames, info
     return det.track(
         frames, boxes=boxes, points=o.points, fps=info.fps,
-        redetect_interval=o.redetect_interval, min_confidence=o.min_confidence,
-        smoothing=False if o.no_smooth else o.smoothing,
+        redetect_interval=10 if o.redetect_interval is None else o.redetect_interval,
+        min_confidence=o.min_confidence, smoothing=False if o.no_smooth else o.smoothing or True,
         **{k: v for k, v in (("min_cutoff", o.min_cutoff), ("beta", o.beta)) if v is not None},
-    ), info
-
-
-def _run_videos(job: _Job) -> None:
-    from .errors import PipdetectError
-
-    for index, item in enumerate(job.plan.items):
-        if item.kind == "video":
-            try:
-                _Video(job, index, item, item.path, "video").run()
-            except (PipdetectError, OSError, ValueError) as exc:
-                job.report.fail_with(str(item.path), exc)
-
-
-def _run_camera(job: _Job, camera: int) -> int:
-    """--camera: a live preview (q or Esc quits); 2 when no window can be shown."""
-    from .errors import PipdetectError
-
-    problem = _no_display()
-    if problem:
-        job.report.console.error(f"--camera needs a display to show the preview: {problem}")
-        return 2
-    try:
-        _Video(job, -1, CAMERA_ITEM, camera, "camera").run(show=True)
-    except (PipdetectError, OSError, ValueError) as exc:
-        job.report.fail_with(f"camera {camera}", exc)
-    finally:
-        import cv2
-
-        cv2.destroyAllWindows()
-    return 0
+    ), frames, info
 
 
 def _show(image: Any) -> bool:
@@ -705,29 +820,35 @@ def _run(argv: list[str]) -> int:
         parser.print_usage(sys.stderr)
         console.error("nothing to do: give images, folders or videos, or --camera N")
         return 2
-    report = _Report(console)
     try:
-        plan = _plan(opts, report)
+        plan = _plan(opts)
     except _UsageError as exc:
         console.error(str(exc))
+        return 2
+    problem = None if opts.camera is None else _no_display()
+    if problem:
+        console.error(f"--camera needs a display to show the preview: {problem}")
         return 2
     det = _load_detector(opts, console)
     if det is None:
         return 2
     try:
-        det.output_scheme(opts.points)
+        _, subset = det.output_scheme(opts.points)
     except ValueError as exc:
         console.error(f"--points {opts.points}: {exc}")
         return 2
-    job = _Job(opts, plan, det, report, _Output(plan))
-    start = time.perf_counter()
-    if opts.camera is not None and _run_camera(job, opts.camera):
+    report = _Report(console)
+    try:
+        output = _Output(plan, det.num_landmarks if subset is None else len(subset), report)
+    except OSError as exc:
+        console.error(f"cannot write the results to {plan.out}: {exc}")
         return 2
-    _Images(job).run([it for it in plan.items if it.kind == "image"])
-    _run_videos(job)
-    job.output.finish()
+    job = _Job(opts, plan, det, report, output)
+    start = time.perf_counter()
+    _run_inputs(job)
+    output.finish()
     report.summary(time.perf_counter() - start)
-    return 1 if report.failed else 0
+    return 1 if report.failed or output.broken else 0
 
 
 def _list_models(console: _Console) -> int:

@@ -46,22 +46,33 @@ CSV
 ---
 One row per face, header first: ``source, frame, time, face, track_id, score,
 box_x1, box_y1, box_x2, box_y2, crop_x1, crop_y1, crop_x2, crop_y2, x0 .. x{N-1},
-y0 .. y{N-1}, s0 .. s{N-1}`` (``frame``, ``time``, ``track_id`` empty for images;
-``face`` is the face's position in its image or frame).
+y0 .. y{N-1}, s0 .. s{N-1}, error`` (``frame``, ``time``, ``track_id`` empty for images;
+``face`` is the face's position in its image or frame). An image or video frame
+without a face still has one row, with ``face`` and everything after it empty; an
+input that failed (:func:`error_record`) has one row with only ``source`` and
+``error`` filled.
 
 NumPy (``.npy``)
 ----------------
 Landmarks only, float32. An image gives ``(faces, N, 2)``; a video
 ``(frames, tracks, N, 2)`` with one slot per track id (in increasing order, NaN
 where that face is absent), or per face position when tracking is off.
+
+Writing files
+-------------
+:class:`ResultsFile` writes documents one at a time, never leaving a file cut: into a
+temporary file beside the target, renamed over it (``os.replace``) only once complete.
+:func:`replacing` gives the same for any file another library writes (drawings, videos).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -74,13 +85,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FORMAT",
+    "ResultsFile",
     "csv_header",
     "csv_rows",
     "csv_text",
     "dumps",
+    "error_record",
     "frame_record",
     "image_record",
     "landmark_array",
+    "replacing",
     "save_npy",
     "video_record",
     "write_csv",
@@ -201,12 +215,25 @@ def csv_header(num_landmarks: int) -> list[str]:
         + [f"box_{k}" for k in ("x1", "y1", "x2", "y2")]
         + [f"crop_{k}" for k in ("x1", "y1", "x2", "y2")]
         + [f"x{i}" for i in n] + [f"y{i}" for i in n] + [f"s{i}" for i in n]
+        + ["error"]
     )
 
 
-def csv_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
-    """The CSV rows (without header) of one image or video document."""
+def error_record(source: str | os.PathLike[str] | None, message: str) -> dict[str, Any]:
+    """What stands for an input that failed in CSV output: one row with ``source`` and
+    ``error`` (JSON output leaves failed inputs out)."""
+    return {"source": None if source is None else str(source), "error": str(message)}
+
+
+def csv_rows(record: dict[str, Any], num_landmarks: int | None = None) -> Iterator[list[Any]]:
+    """The CSV rows (without header) of one image or video document, or of an
+    :func:`error_record` (whose row needs ``num_landmarks`` to know its width)."""
     source = record.get("source") or ""
+    n = int(record.get("num_landmarks", num_landmarks or 0))
+    blank = [""] * (len(csv_header(n)) - 4)  # the cells from "face" to the last point's
+    if "error" in record:
+        yield [source, "", "", *blank, record["error"]]
+        return
     if "frames" in record:
         groups: Iterable[tuple[Any, Any, list[dict[str, Any]]]] = (
             (fr["frame"], fr["time"], fr["faces"]) for fr in record["frames"]
@@ -214,30 +241,36 @@ def csv_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
     else:
         groups = [("", "", record["faces"])]
     for frame, time, faces in groups:
+        if not faces:
+            yield [source, frame, time, *blank, ""]
         for k, face in enumerate(faces):
             lm = face["landmarks"]
             yield (
                 [source, frame, time, k, face.get("track_id", ""), face["score"]]
                 + list(face["box"]) + list(face["crop"])
-                + [p[0] for p in lm] + [p[1] for p in lm] + list(face["scores"])
+                + [p[0] for p in lm] + [p[1] for p in lm] + list(face["scores"]) + [""]
             )
 
 
 def write_csv(stream: IO[str], records: Iterable[dict[str, Any]], header: bool = True) -> None:
     """Write documents as CSV rows (header first unless ``header=False``).
 
-    All documents must have the same ``num_landmarks``.
+    All documents must have the same ``num_landmarks``; an :func:`error_record` takes
+    the width of the documents before it.
     """
     writer = csv.writer(stream, lineterminator="\n")
     n: int | None = None
     for record in records:
-        if n is None:
+        if "num_landmarks" not in record:
+            pass
+        elif n is None:
             n = int(record["num_landmarks"])
-            if header:
-                writer.writerow(csv_header(n))
         elif int(record["num_landmarks"]) != n:
             raise ValueError("all documents in one CSV file must have the same number of points")
-        writer.writerows(csv_rows(record))
+        if header:
+            writer.writerow(csv_header(n or 0))
+            header = False
+        writer.writerows(csv_rows(record, n))
 
 
 def csv_text(records: Iterable[dict[str, Any]]) -> str:
@@ -265,7 +298,173 @@ def landmark_array(record: dict[str, Any]) -> np.ndarray:
 
 
 def save_npy(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
-    """Write :func:`landmark_array` of ``record`` to ``path`` (``.npy``)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.save(Path(path), landmark_array(record), allow_pickle=False)
+    """Write :func:`landmark_array` of ``record`` to ``path`` (``.npy``), atomically."""
+    with ResultsFile(path, "npy", many=False) as out:
+        out.add(record)
 
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path``, with the same extension, to write a file to.
+
+    When the ``with`` block ends normally the temporary file is renamed over ``path``
+    (``os.replace``: ``path`` is either the old file or the whole new one, and a
+    symbolic or hard link at ``path`` is replaced, never written through); when the
+    block raises, the temporary file is removed. The folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class ResultsFile:
+    """Result documents written one at a time into one file (or stream), never left cut.
+
+    ``fmt``: ``"json"`` (``many=False``: one document; ``many=True``: a JSON array),
+    ``"csv"`` (the header, then every document's rows, :func:`error_record` too; give
+    ``num_landmarks``) or ``"npy"`` (one document, :func:`landmark_array`).
+
+    ``target`` is a path or a binary stream (``sys.stdout.buffer``). A path is written
+    to a temporary file beside it, flushed after every document, and renamed over it by
+    :meth:`commit`; :meth:`discard` (or an exception inside ``with``) removes the
+    temporary file and leaves ``path`` as it was. Paths that are not regular files
+    (``/dev/null``, a pipe) are written directly.
+
+    When a write fails (disk full...), :meth:`add` or :meth:`commit` raises
+    :class:`OSError` and the documents completed before are kept, as a whole file of
+    their own, in :attr:`partial` (``PATH.partial``; ``None`` when there were none).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[bytes],
+        fmt: str = "json",
+        *,
+        many: bool = True,
+        num_landmarks: int = 0,
+    ) -> None:
+        if fmt not in ("json", "csv", "npy") or (fmt == "npy" and many):
+            raise ValueError(f"cannot stream several documents as {fmt!r}")
+        self.fmt, self.many, self.num_landmarks = fmt, many, int(num_landmarks)
+        self.count = 0
+        """Documents added so far."""
+        self.partial: Path | None = None
+        self.path: Path | None = None
+        self._tmp: Path | None = None
+        self._good = 0  # bytes written that end with a whole document
+        if isinstance(target, (str, os.PathLike)):
+            self.path = Path(target)
+            if self.path.exists() and not self.path.is_file():
+                self._file: Any = open(self.path, "wb", buffering=0)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+                self._file = open(self._tmp, "xb", buffering=0)
+        else:
+            self._file = target
+        self._write(self._head())
+
+    def __enter__(self) -> ResultsFile:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Append one document (or :func:`error_record`, CSV only)."""
+        if self.count and not self.many:
+            raise ValueError(f"one {self.fmt} file holds one document")
+        self._write(self._piece(record))
+        self.count += 1
+
+    def commit(self) -> None:
+        """Finish the file and put it in place (rename over the target)."""
+        self._write(self._tail())
+        if self._tmp is not None and self.path is not None:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        elif self.path is not None:
+            self._file.close()
+        else:
+            self._file.flush()
+
+    def discard(self) -> None:
+        """Leave the target as it was: close and remove the temporary file."""
+        if self.path is not None:
+            self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    # the bytes of each part
+    def _head(self) -> bytes:
+        if self.fmt == "csv":
+            return self._csv([csv_header(self.num_landmarks)])
+        return b"[" if self.fmt == "json" and self.many else b""
+
+    def _piece(self, record: dict[str, Any]) -> bytes:
+        if self.fmt == "npy":
+            buf = io.BytesIO()
+            np.save(buf, landmark_array(record), allow_pickle=False)
+            return buf.getvalue()
+        if self.fmt == "csv":
+            return self._csv(csv_rows(record, self.num_landmarks))
+        if not self.many:
+            return (dumps(record) + "\n").encode()
+        return (",\n  " if self.count else "\n  ").encode() + _dump(record, 2, 1).encode()
+
+    def _tail(self) -> bytes:
+        if self.fmt == "json" and self.many:
+            return b"\n]\n" if self.count else b"]\n"
+        return b""
+
+    @staticmethod
+    def _csv(rows: Iterable[list[Any]]) -> bytes:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue().encode()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view) or 0 :]
+            if self.path is None:
+                self._file.flush()
+        except OSError:
+            self._keep_partial()
+            raise
+        self._good += len(data)
+
+    def _keep_partial(self) -> None:
+        """After a failed write: cut the temporary file back to its last whole document,
+        close it (best effort) and keep it as PATH.partial, or remove it if empty."""
+        if self._tmp is None or self.path is None:
+            return
+        tmp, self._tmp = self._tmp, None
+        try:
+            os.ftruncate(self._file.fileno(), self._good)
+            os.lseek(self._file.fileno(), self._good, os.SEEK_SET)
+            with contextlib.suppress(OSError):  # the closing bracket, if room is left
+                self._file.write(self._tail() if self.count else b"")
+            self._file.close()
+            if self.count:
+                self.partial = self.path.with_name(self.path.name + ".partial")
+                os.replace(tmp, self.partial)
+        except OSError:
+            self.partial = None
+        finally:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            tmp.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ Frames are (H, W, 3) uint8 BGR arrays (OpenCV's order), as everywhere in pipdete
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from .errors import InvalidImageError, VideoError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "VideoFrames",
     "VideoInfo",
+    "VideoTruncatedWarning",
     "is_video_path",
     "open_frames",
     "open_writer",
@@ -64,8 +67,9 @@ def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
     """Frames of a video file path, a camera index, or an iterable of images.
 
     Returns an iterator over the frames and what is known about them. For files
-    and cameras the capture device is released when the iterator is exhausted or
-    closed (``del`` it, or call ``.close()``). Raises :class:`FileNotFoundError` for
+    and cameras the iterator is a :class:`VideoFrames`, which releases the capture
+    device when exhausted or closed (``del`` it, or call ``.close()``) and tells
+    whether a file ended before its declared frame count. Raises :class:`FileNotFoundError` for
     a missing file and :class:`~pipdetect.errors.VideoError` for a file or camera
     OpenCV cannot open.
     """
@@ -116,18 +120,53 @@ def _capture(target: int | str, name: str) -> tuple[Iterator[np.ndarray], VideoI
         height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or None,
         frame_count=count if count > 0 else None,
     )
-    return _read(cap), info
+    return VideoFrames(cap, info.frame_count if isinstance(target, str) else None), info
 
 
-def _read(cap: Any) -> Iterator[np.ndarray]:
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                return
-            yield frame
-    finally:
-        cap.release()
+class VideoTruncatedWarning(UserWarning):
+    """A video file ended before the frame count its container declares (truncated or
+    damaged): the frames before the damage were read, the rest are missing."""
+
+
+class VideoFrames(Iterator[np.ndarray]):
+    """The frames of an OpenCV capture (from :func:`open_frames`), one at a time.
+
+    :attr:`read` counts the frames read so far. When a file ends before the frame count
+    its container declares, :attr:`ended_early` becomes True and a
+    :class:`VideoTruncatedWarning` is issued (``warnings``); the frames read until then
+    are good.
+    """
+
+    def __init__(self, cap: Any, declared: int | None) -> None:
+        self.cap = cap
+        self.declared = declared
+        """Frames the file declares (``None`` for cameras or when unknown)."""
+        self.read = 0
+        self.ended_early = False
+
+    def __next__(self) -> np.ndarray:
+        if self.cap is None:
+            raise StopIteration
+        ok, frame = self.cap.read()
+        if not ok or frame is None:
+            self.close()
+            if self.declared is not None and self.read < self.declared:
+                self.ended_early = True
+                warnings.warn(
+                    f"the video ended after {self.read} of its {self.declared} frames "
+                    "(truncated or damaged)", VideoTruncatedWarning, stacklevel=2)
+            raise StopIteration
+        self.read += 1
+        return np.asarray(frame)
+
+    def close(self) -> None:
+        """Release the capture device (also done when the frames run out)."""
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 _FOURCC = {".avi": "MJPG", ".mkv": "MJPG"}
