@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from modelfactory import known_answer_model, make_spec, random_model, reference_neighbours
 from pipdetect import Face, LandmarkDetector, NoFaceError
 from pipdetect.crop import CropPolicy, preset_crop_policy
-from pipdetect.errors import InvalidBoxError, InvalidImageError, ModelFormatError
+from pipdetect.errors import (
+    InvalidArgumentError,
+    InvalidBoxError,
+    InvalidImageError,
+    ModelFormatError,
+    PipdetectError,
+    UnknownNameError,
+)
 
 BOX = (180.0, 70.0, 300.0, 240.0)  # roughly the astronaut's face
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"
@@ -272,8 +279,44 @@ def test_constructor_arguments(known_model):
         LandmarkDetector(known_model, max_faces=0)
     with pytest.raises(ValueError, match="batch_size"):
         LandmarkDetector(known_model, batch_size=0)
-    det = LandmarkDetector(known_model, threads=1)
+    det = LandmarkDetector(known_model, threads=1, detection_size=np.int64(320), max_faces=2)
     assert det.num_landmarks == 98 and "known" in repr(det)
+    assert LandmarkDetector(known_model, detection_size=None, score_threshold=1).max_faces is None
+
+
+@pytest.mark.parametrize("option, value", [
+    ("detection_size", 10), ("detection_size", 640.0), ("detection_size", True),
+    ("score_threshold", 2), ("score_threshold", -0.1), ("score_threshold", "0.5"),
+    ("nms_threshold", 1.5), ("max_faces", 0), ("max_faces", 1.5), ("batch_size", 0),
+    ("batch_size", None), ("threads", 0), ("threads", 2.0), ("providers", "CPUExecutionProvider"),
+    ("model", 3),
+])
+def test_every_constructor_argument_is_checked_when_the_detector_is_built(
+    tmp_path, option, value
+):
+    """Refused at construction, before the model is even looked for (the path does not
+    exist), under the argument's public name, as a PipdetectError and a ValueError."""
+    kwargs = {"model": tmp_path / "missing.onnx", option: value}
+    with pytest.raises(InvalidArgumentError, match=rf"LandmarkDetector\({option}=") as info:
+        LandmarkDetector(**kwargs)
+    assert isinstance(info.value, PipdetectError) and isinstance(info.value, ValueError)
+    assert "max_side" not in str(info.value)
+
+
+def test_call_arguments_raise_pipdetect_errors_that_say_what_to_do(det, astronaut):
+    with pytest.raises(InvalidArgumentError, match=r"'bgr' .* or 'rgb'"):
+        det(astronaut, box=BOX, color="bgra")
+    with pytest.raises(InvalidArgumentError, match=r"one entry \(boxes or None\)") as info:
+        det.detect_batch([astronaut], boxes=[None, None])
+    assert isinstance(info.value, ValueError)
+
+
+def test_face_repr_is_one_short_line(det, astronaut):
+    face = det.detect(astronaut, boxes=[BOX])[0]
+    text = repr(face)
+    assert text == str(face) and "\n" not in text and len(text) < 100, text
+    assert text.startswith("Face(98 points custom, box=(180.0, 70.0, 300.0, 240.0), score=1.00")
+    assert "array" not in text
 
 
 # ------------------------------------------------------------------ batches
@@ -343,8 +386,24 @@ def test_points_68_from_a_98_point_model(wflw_det, astronaut, wflw_meanface):
     np.testing.assert_array_equal(wflw_det(astronaut, box=BOX, points="300w68"), sub.landmarks)
     assert wflw_det.detect(astronaut, boxes=[BOX], points=98)[0].scheme == "wflw98"
     assert not sub.landmarks.flags.writeable
-    with pytest.raises(ValueError, match="cannot return"):
+    with pytest.raises(InvalidArgumentError, match="own 98 wflw98 points or a subset"):
         wflw_det.detect(astronaut, points=29)
+
+
+def test_points_the_model_cannot_give_says_what_to_do(astronaut, tmp_path, wflw_meanface):
+    """points=98 from a 68-point model: no circular message, and a way out."""
+    from pipdetect.presets import load_meanface
+
+    meanface = load_meanface("300W")
+    spec = make_spec(meanface, scheme="300w68")
+    det68 = LandmarkDetector(known_answer_model(tmp_path / "k68.onnx", meanface, spec))
+    with pytest.raises(InvalidArgumentError) as info:
+        det68(astronaut, box=BOX, points=98)
+    message = str(info.value)
+    assert "cannot return wflw98 points (98) from this model: it gives its own 68 300w68" in message
+    assert "Leave points unset" in message and "cannot be converted" not in message
+    with pytest.raises(UnknownNameError, match="known schemes"):
+        det68(astronaut, box=BOX, points="dlib")
 
 
 def test_face_parts(wflw_det, det, astronaut):
@@ -353,8 +412,9 @@ def test_face_parts(wflw_det, det, astronaut):
     np.testing.assert_array_equal(face.part("mouth"), face.landmarks[76:96])
     sub = wflw_det.detect(astronaut, boxes=[BOX], points=68)[0]
     np.testing.assert_array_equal(sub.part("jaw"), face.landmarks[0:33:2])
-    with pytest.raises(KeyError, match="no part 'ear'"):
+    with pytest.raises(UnknownNameError, match="no part 'ear'") as info:
         face.part("ear")
+    assert isinstance(info.value, KeyError) and str(info.value).startswith("scheme")
     custom = det.detect(astronaut, boxes=[BOX])[0]  # a model that names no scheme
     assert custom.scheme == "custom"
     with pytest.raises(ValueError, match="no named parts"):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipdetect.errors import InvalidImageError
+from conftest import EXAMPLE_IMAGE as EXAMPLE
+from pipdetect.errors import InvalidArgumentError, InvalidImageError
 from pipdetect.image import MAX_SIDE, load_image
 
 
@@ -62,8 +64,49 @@ def test_bad_arrays_are_refused_clearly(bad, match):
 
 
 def test_bad_color_argument():
-    with pytest.raises(ValueError, match="color"):
+    with pytest.raises(InvalidArgumentError, match="color='hsv'") as info:
         load_image(np.zeros((2, 2, 3), np.uint8), color="hsv")
+    assert isinstance(info.value, ValueError)
+
+
+class _ArrayImage:
+    """What PIL images are to pipdetect: __array_interface__ plus a mode (no PIL needed)."""
+
+    def __init__(self, pixels: np.ndarray, mode: str) -> None:
+        self._pixels = pixels
+        self.mode = mode
+
+    @property
+    def __array_interface__(self) -> dict:
+        return self._pixels.__array_interface__
+
+
+def test_pil_like_images_are_read_as_the_rgb_pictures_they_are(astronaut):
+    rgb = np.ascontiguousarray(astronaut[:, :, ::-1])
+    for color in ("bgr", "rgb"):  # a PIL image says its own order: color does not apply
+        np.testing.assert_array_equal(load_image(_ArrayImage(rgb, "RGB"), color), astronaut)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(load_image(_ArrayImage(rgba, "RGBA")), astronaut)
+    gray = rgb[:, :, 1].copy()
+    np.testing.assert_array_equal(load_image(_ArrayImage(gray, "L")), np.dstack([gray] * 3))
+    for mode in ("CMYK", "P", "I;16", "1"):
+        with pytest.raises(InvalidImageError, match=rf"mode '{re.escape(mode)}'.*convert\('RGB'\)"):
+            load_image(_ArrayImage(rgb, mode))
+
+
+def test_real_pil_images(astronaut):
+    image = pytest.importorskip("PIL.Image")
+    pil = image.open(EXAMPLE)
+    expected = np.asarray(pil)[:, :, ::-1]  # PIL's own decoding, in BGR order
+    np.testing.assert_array_equal(load_image(pil), expected)
+    np.testing.assert_array_equal(load_image(pil.convert("RGBA")), expected)
+    with pytest.raises(InvalidImageError, match="mode 'CMYK'"):
+        load_image(pil.convert("CMYK"))
+
+
+def test_other_objects_are_refused_with_what_is_accepted():
+    with pytest.raises(InvalidImageError, match="NumPy array, a PIL image or a path, got list"):
+        load_image([[0, 1], [2, 3]])
 
 
 def test_too_large_is_refused_without_allocating():

@@ -73,7 +73,7 @@ def test_conversion_options():
     assert conversion_indices("wflw98", 68)[0] == "300w68"
     with pytest.raises(ValueError, match="cannot return"):
         convert_points(pts, "wflw98", 29)
-    with pytest.raises(ValueError, match="cannot be converted"):
+    with pytest.raises(ValueError, match=r"it gives its own 68 300w68 points\. Leave points unset"):
         convert_points(np.zeros((68, 2)), "300w68", 98)
     with pytest.raises(ValueError, match="custom"):
         convert_points(np.zeros((5, 2)), "custom", 68)

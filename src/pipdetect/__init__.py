@@ -18,6 +18,7 @@ from .errors import (
     CheckpointError,
     DecodeError,
     DownloadError,
+    InvalidArgumentError,
     InvalidBoxError,
     InvalidImageError,
     ModelFormatError,
@@ -25,6 +26,7 @@ from .errors import (
     ModelOutputError,
     NoFaceError,
     PipdetectError,
+    UnknownNameError,
     VideoError,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "DownloadError",
     "Face",
     "FrameFaces",
+    "InvalidArgumentError",
     "InvalidBoxError",
     "InvalidImageError",
     "LandmarkDetector",
@@ -46,6 +49,7 @@ __all__ = [
     "PIPDecoder",
     "PipdetectError",
     "Tracker",
+    "UnknownNameError",
     "VideoError",
     "__version__",
     "draw_faces",

@@ -24,7 +24,8 @@ import numpy as np
 
 from .crop import CropPolicy, as_boxes, crops_to_image, warp_crops
 from .decode import PIPDecoder
-from .errors import InvalidBoxError, InvalidImageError, NoFaceError
+from .errors import InvalidArgumentError, InvalidBoxError, InvalidImageError, NoFaceError
+from .faces import MIN_MAX_SIDE
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
 from .schemes import conversion_indices, scheme_for
@@ -79,10 +80,10 @@ class LandmarkDetector:
         batch_size: int = 16,
         providers: list[str] | None = None,
     ) -> None:
-        if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
-            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_options(model=model, threads=threads, score_threshold=score_threshold,
+                       nms_threshold=nms_threshold, max_faces=max_faces,
+                       detection_size=detection_size, batch_size=batch_size,
+                       providers=providers)
         from .zoo import resolve_model  # paths pass through; names are downloaded once
 
         path = resolve_model(model)
@@ -197,7 +198,8 @@ class LandmarkDetector:
         ``points``: return another landmark scheme than the model's, by number of
         points or scheme name; e.g. ``points=68`` on a 98-point WFLW model gives the
         standard 68-point (300W / Multi-PIE) subset (:mod:`pipdetect.schemes`).
-        Raises :class:`ValueError` when the model's points cannot be converted.
+        Raises :class:`~pipdetect.errors.InvalidArgumentError` when the model's points cannot be
+        converted.
         """
         return self.detect_batch([image], boxes=None if boxes is None else [boxes],
                                  color=color, points=points)[0]
@@ -224,7 +226,7 @@ class LandmarkDetector:
         """
         imgs = [load_image(image, color) for image in images]
         if boxes is not None and len(boxes) != len(imgs):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"boxes must hold one entry (boxes or None) per image: got {len(boxes)} "
                 f"entries for {len(imgs)} images"
             )
@@ -318,7 +320,8 @@ class LandmarkDetector:
         """Stage 0: the scheme results are returned in, for ``points`` as :meth:`detect`
         takes it (``None`` or the model's own count: the model's scheme, all landmarks).
 
-        Raises :class:`ValueError` when the model's landmarks cannot be converted.
+        Raises :class:`~pipdetect.errors.InvalidArgumentError` when the model's landmarks cannot
+        be converted.
         """
         if points is None:
             return OutputScheme(self._scheme, None)
@@ -499,6 +502,47 @@ def _check_overlap(boxes: np.ndarray, shape: tuple[int, ...]) -> None:
             f"box {boxes[too_big][0].tolist()} is more than {MAX_BOX_FACTOR} times the size "
             f"of the {w}x{h} image; boxes are (x1, y1, x2, y2) in pixels of the image passed"
         )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_options(**options: Any) -> None:
+    """Refuse a bad ``LandmarkDetector(...)`` argument now, under its own name, rather than
+    at the first ``detect()`` under an internal one."""
+
+    def bad(name: str, wanted: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"LandmarkDetector({name}={options[name]!r}): {name} must be {wanted}"
+        )
+
+    model = options["model"]
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise bad("model", "None (the bundled default), a path to a pipdetect .onnx file, or "
+                  "a model name (pipdetect --list-models)")
+    for name in ("score_threshold", "nms_threshold"):
+        value = options[name]
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                or not 0.0 <= float(value) <= 1.0):
+            raise bad(name, "a number between 0 and 1 (face detector "
+                      + ("confidence)" if name == "score_threshold" else "overlap, IoU)"))
+    for name, low, unit in (("threads", 1, "onnxruntime threads; None: one per core"),
+                            ("max_faces", 1, "faces per image; None: all"),
+                            ("detection_size", MIN_MAX_SIDE,
+                             "pixels, the longest side used for face detection; "
+                             "None: never downscale")):
+        value = options[name]
+        if value is not None and not (_is_int(value) and value >= low):
+            raise bad(name, f"an integer >= {low} or None ({unit})")
+    if not (_is_int(options["batch_size"]) and options["batch_size"] >= 1):
+        raise bad("batch_size", "an integer >= 1 (faces per network call)")
+    providers = options["providers"]
+    if providers is not None and not (
+        isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers)
+    ):
+        raise bad("providers", "None or a list of onnxruntime provider names, e.g. "
+                  "['CPUExecutionProvider']")
 
 
 def _restore(settings: dict[str, Any]) -> LandmarkDetector:

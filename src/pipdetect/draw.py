@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidImageError
+from .errors import InvalidArgumentError, InvalidImageError
 from .schemes import SCHEMES, Scheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,9 +144,13 @@ def _resolve(scheme: str | Scheme | None, n: int) -> Scheme | None:
     else:
         sch = SCHEMES.get(str(scheme))
         if sch is None:
-            raise ValueError(f"unknown landmark scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+            raise InvalidArgumentError(
+                f"unknown landmark scheme {scheme!r}; known: {', '.join(SCHEMES)}"
+            )
     if sch is not None and sch.num_points != n:
-        raise ValueError(f"scheme {sch.name!r} has {sch.num_points} points, got {n} landmarks")
+        raise InvalidArgumentError(
+            f"scheme {sch.name!r} has {sch.num_points} points, got {n} landmarks"
+        )
     return sch
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "DecodeError",
     "DownloadError",
+    "InvalidArgumentError",
     "InvalidBoxError",
     "InvalidImageError",
     "ModelFormatError",
@@ -19,6 +20,7 @@ __all__ = [
     "ModelOutputError",
     "NoFaceError",
     "PipdetectError",
+    "UnknownNameError",
     "VideoError",
 ]
 
@@ -29,6 +31,24 @@ class PipdetectError(Exception):
 
 class InvalidImageError(PipdetectError, ValueError):
     """The image cannot be used: wrong type, dtype, shape, values, or an unreadable file."""
+
+
+class InvalidArgumentError(PipdetectError, ValueError, TypeError):
+    """An argument pipdetect cannot use: a value out of range, of the wrong type, or a
+    combination that makes no sense. The message names the argument as you passed it
+    (``detection_size``, ``points`` ...) and says what it accepts.
+
+    It is both a :class:`ValueError` and a :class:`TypeError`, so code catching either
+    built-in keeps working.
+    """
+
+
+class UnknownNameError(InvalidArgumentError, KeyError):
+    """A name pipdetect does not know: a landmark scheme, a named part of a face, a
+    dataset preset. The message lists the names it knows. Also a :class:`KeyError`."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 class InvalidBoxError(PipdetectError, ValueError):

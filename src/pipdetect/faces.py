@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidImageError
+from .errors import InvalidArgumentError, InvalidImageError
 
-__all__ = ["KEYPOINT_NAMES", "Detections", "FaceFinder"]
+__all__ = ["KEYPOINT_NAMES", "MIN_MAX_SIDE", "Detections", "FaceFinder"]
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
 """YuNet's five keypoints, in its output order. "Right" is the subject's right, which
@@ -55,7 +55,7 @@ appears on the image's left in a frontal photo (verified on ``examples/astronaut
 _MODEL_FILE = "face_detection_yunet.onnx"
 _MIN_SIDE = 10
 """Images (after any downscaling) with a side shorter than this hold no detectable face."""
-_MIN_MAX_SIDE = 32
+MIN_MAX_SIDE = 32
 """``max_side`` may not be smaller than YuNet's coarsest stride."""
 
 _create_lock = threading.Lock()
@@ -164,9 +164,11 @@ def _check_fraction(name: str, value: Any) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}") from None
+        raise InvalidArgumentError(
+            f"{name} must be a number between 0 and 1, got {value!r}"
+        ) from None
     if not 0.0 <= out <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be between 0 and 1, got {value!r}")
     return out
 
 
@@ -201,13 +203,13 @@ class FaceFinder:
         self._score_threshold = _check_fraction("score_threshold", score_threshold)
         self._nms_threshold = _check_fraction("nms_threshold", nms_threshold)
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
         self._top_k = int(top_k)
         if max_side is not None:
             if (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
-                    or max_side < _MIN_MAX_SIDE):
-                raise ValueError(
-                    f"max_side must be an integer >= {_MIN_MAX_SIDE} (pixels) or None "
+                    or max_side < MIN_MAX_SIDE):
+                raise InvalidArgumentError(
+                    f"max_side must be an integer >= {MIN_MAX_SIDE} (pixels) or None "
                     f"for no downscaling, got {max_side!r}"
                 )
             max_side = int(max_side)

@@ -4,6 +4,9 @@ Accepted (everything else is refused with :class:`~pipdetect.errors.InvalidImage
 
 * a path (``str`` or ``os.PathLike``) to an image file OpenCV can decode
   (EXIF orientation applied, colour images decoded as BGR, ``color`` ignored);
+* a PIL image (anything with ``__array_interface__`` and a ``mode``) in mode RGB, RGBA
+  or L, read as the RGB (or gray) picture it is whatever ``color`` says; PIL is never
+  imported;
 * a NumPy array of shape (H, W) grayscale, (H, W, 1), (H, W, 3) colour in
   ``color`` order (``"bgr"`` default, the OpenCV convention, or ``"rgb"``) or
   (H, W, 4) with alpha (alpha is dropped);
@@ -34,15 +37,17 @@ import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 
-from .errors import InvalidImageError
+from .errors import InvalidArgumentError, InvalidImageError
 
 __all__ = [
     "MAX_PIXELS",
     "MAX_SIDE",
+    "PIL_MODES",
+    "ArrayImage",
     "ImageInput",
     "decode_image",
     "file_size_limit",
@@ -61,7 +66,18 @@ _FILE_SLACK = 64 * 1024**2  # headers, metadata, thumbnails
 _MAX_DECODE_BYTES = 2**31 - 1  # cv2.imdecode refuses larger buffers
 _BLOCK_ELEMENTS = 1 << 21  # conversion block: about 2 M values (8 MB of float32)
 
-ImageInput = Union[np.ndarray, str, "os.PathLike[str]"]
+class ArrayImage(Protocol):
+    """A PIL-like image: NumPy reads it through ``__array_interface__``; ``mode`` says
+    what its channels are (``"RGB"``, ``"RGBA"``, ``"L"``)."""
+
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
+ImageInput = Union[np.ndarray, ArrayImage, str, "os.PathLike[str]"]
 
 
 def pixel_limit() -> int:
@@ -94,7 +110,10 @@ def file_size_limit() -> int:
 def load_image(image: Any, color: str = "bgr") -> np.ndarray:
     """Return ``image`` as a C-contiguous (H, W, 3) uint8 BGR array (see module docs)."""
     if color not in ("bgr", "rgb"):
-        raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        raise InvalidArgumentError(
+            f"color={color!r}: color must be 'bgr' (OpenCV's order, the default) or 'rgb' "
+            "(PIL, imageio, matplotlib); alpha channels are dropped on their own"
+        )
     if isinstance(image, (str, os.PathLike)):
         return _read_file(Path(image))
     if image is None:
@@ -102,11 +121,31 @@ def load_image(image: Any, color: str = "bgr") -> np.ndarray:
             "image is None; if it came from cv2.imread, the file could not be read "
             "(pass the path instead to get a precise error)"
         )
+    if not isinstance(image, np.ndarray) and hasattr(image, "__array_interface__") and (
+        hasattr(image, "mode")
+    ):
+        return _from_pil(image)
     if not isinstance(image, np.ndarray):
         raise InvalidImageError(
-            f"image must be a NumPy array or a path, got {type(image).__name__}"
+            f"image must be a NumPy array, a PIL image or a path, got {type(image).__name__}"
         )
     return _convert(image, color)
+
+
+PIL_MODES = ("RGB", "RGBA", "L")
+"""Modes of PIL images :func:`load_image` reads (as the RGB or gray pictures they are)."""
+
+
+def _from_pil(image: Any) -> np.ndarray:
+    """A PIL image (or anything with ``__array_interface__`` and a ``mode``), read as RGB(A)
+    or gray whatever ``color`` says, without importing PIL."""
+    mode = image.mode
+    if mode not in PIL_MODES:
+        raise InvalidImageError(
+            f"PIL image in mode {mode!r}: pipdetect reads modes {', '.join(PIL_MODES)}; "
+            "convert it first with image.convert('RGB')"
+        )
+    return _convert(np.asarray(image), "bgr" if mode == "L" else "rgb")
 
 
 def decode_image(data: Any, source: str = "image") -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import InvalidArgumentError, ModelFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -444,7 +444,7 @@ def set_global_threads(threads: int) -> None:
     """
     global _GLOBAL_THREADS
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise InvalidArgumentError(f"threads must be a positive integer, got {threads!r}")
     from onnxruntime.capi import _pybind_state
 
     with _STATE_LOCK:
@@ -484,7 +484,7 @@ def load_model(
             f"{path}: {size} bytes is larger than any pipdetect model can be (2 GiB ONNX limit)"
         )
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, threads,
            tuple(providers or ()))

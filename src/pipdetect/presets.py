@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InvalidArgumentError, UnknownNameError
+
 __all__ = ["PRESETS", "Preset", "get_preset", "load_meanface"]
 
 
@@ -112,7 +114,7 @@ def get_preset(name: str) -> Preset:
         if preset.name.lower() == key:
             return preset
     known = ", ".join(PRESETS)
-    raise KeyError(f"unknown dataset preset {name!r}; known presets: {known}")
+    raise UnknownNameError(f"unknown dataset preset {name!r}; known presets: {known}")
 
 
 @cache
@@ -125,14 +127,14 @@ def _parse_meanface(text: str, source: str) -> np.ndarray:
     try:
         values = np.array(text.split(), dtype=np.float64)
     except ValueError as exc:
-        raise ValueError(f"mean face {source}: not a list of numbers ({exc})") from None
+        raise InvalidArgumentError(f"mean face {source}: not a list of numbers ({exc})") from None
     if values.size < 4 or values.size % 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"mean face {source}: expected an even number (>= 4) of values x1 y1 x2 y2 ..., "
             f"got {values.size}"
         )
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"mean face {source}: contains NaN or infinity")
+        raise InvalidArgumentError(f"mean face {source}: contains NaN or infinity")
     return values.reshape(-1, 2)
 
 

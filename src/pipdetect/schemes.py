@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError, UnknownNameError
+
 __all__ = [
     "SCHEMES",
     "WFLW98_TO_300W68",
@@ -103,13 +105,14 @@ class Scheme:
     def indices(self, part: str) -> tuple[int, ...]:
         """Landmark indices of a named part (group or union), in contour order.
 
-        Raises :class:`KeyError` naming the parts this scheme has.
+        Raises :class:`~pipdetect.errors.UnknownNameError` (a :class:`KeyError`) naming the
+        parts this scheme has.
         """
         if part in self.groups:
             return self.groups[part]
         if part in self.unions:
             return tuple(i for g in self.unions[part] for i in self.groups[g])
-        raise KeyError(
+        raise UnknownNameError(
             f"scheme {self.name!r} has no part {part!r}; its parts are: "
             + ", ".join(self.part_names)
         )
@@ -118,7 +121,7 @@ class Scheme:
         """The rows of ``points`` (..., num_points, D) that belong to ``part``."""
         arr = np.asarray(points)
         if arr.ndim < 2 or arr.shape[-2] != self.num_points:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"scheme {self.name!r} has {self.num_points} points, got an array of shape "
                 f"{arr.shape}"
             )
@@ -276,7 +279,8 @@ _CONVERSIONS: dict[tuple[str, str], tuple[int, ...]] = {
 def get_scheme(name: str | int) -> Scheme:
     """A scheme by name (``"wflw98"``, case-insensitive) or by its number of points (``68``).
 
-    Raises :class:`KeyError` listing the known schemes.
+    Raises :class:`~pipdetect.errors.UnknownNameError` (a :class:`KeyError`) listing the
+    known schemes.
     """
     if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
         for scheme in SCHEMES.values():
@@ -289,7 +293,7 @@ def get_scheme(name: str | int) -> Scheme:
         if key in SCHEMES:
             return SCHEMES[key]
     known = ", ".join(f"{s.name} ({s.num_points})" for s in SCHEMES.values())
-    raise KeyError(f"unknown landmark scheme {name!r}; known schemes: {known}")
+    raise UnknownNameError(f"unknown landmark scheme {name!r}; known schemes: {known}")
 
 
 def scheme_for(spec: Any) -> str:
@@ -315,27 +319,28 @@ def conversion_indices(source: str, target: str | int) -> tuple[str, np.ndarray 
     """How to get ``target`` points from a ``source``-scheme model.
 
     Returns the target scheme's name and the indices to take (``None``: nothing to do).
-    Raises :class:`ValueError` when the model's points cannot be converted.
+    Raises :class:`~pipdetect.errors.InvalidArgumentError` (a :class:`ValueError`) when the
+    model's points cannot be converted, or :class:`~pipdetect.errors.UnknownNameError` for
+    an unknown scheme.
     """
     if isinstance(target, str) and target.strip().lower() == source:
         return source, None
     if source in SCHEMES and SCHEMES[source].num_points == _as_count(target):
         return source, None
-    try:
-        wanted = get_scheme(target)
-    except KeyError as exc:
-        raise ValueError(str(exc.args[0])) from None
+    wanted = get_scheme(target)
     if wanted.name == source:
         return source, None
     idx = _CONVERSIONS.get((source, wanted.name))
     if idx is None:
         possible = [t for (s, t) in _CONVERSIONS if s == source]
-        hint = (
-            f"; this model ({source}) converts to: {', '.join(possible)}"
-            if possible
-            else f"; this model's {source} points cannot be converted"
+        own = (f"{SCHEMES[source].num_points} {source} points" if source in SCHEMES
+               else "points (a custom scheme pipdetect cannot convert)")
+        subsets = f" or a subset of them ({', '.join(possible)})" if possible else ""
+        raise InvalidArgumentError(
+            f"cannot return {wanted.name} points ({wanted.num_points}) from this model: it "
+            f"gives its own {own}{subsets}. Leave points unset for the model's own points, "
+            f"or use a model trained on {wanted.name} landmarks"
         )
-        raise ValueError(f"cannot return {wanted.name} points from a {source} model{hint}")
     return wanted.name, np.asarray(idx, dtype=np.intp)
 
 
@@ -351,7 +356,7 @@ def convert_points(points: np.ndarray, source: str, target: str | int) -> np.nda
     """``points`` (..., N, D) of scheme ``source`` as scheme ``target`` (e.g. 98 -> 68).
 
     Only subsets are supported (currently ``wflw98`` -> ``300w68``, docs/design.md §8);
-    other pairs raise :class:`ValueError`.
+    other pairs raise :class:`~pipdetect.errors.InvalidArgumentError` (a :class:`ValueError`).
     """
     _, idx = conversion_indices(source, target)
     arr = np.asarray(points)

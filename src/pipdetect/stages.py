@@ -72,6 +72,12 @@ class Face:
     scheme: str = "custom"
     track_id: int | None = None
 
+    def __repr__(self) -> str:
+        box = ", ".join(f"{v:.1f}" for v in self.box)
+        track = "" if self.track_id is None else f", track_id={self.track_id}"
+        return (f"Face({len(self.landmarks)} points {self.scheme}, box=({box}), "
+                f"score={self.score:.2f}{track})")
+
     @property
     def confidence(self) -> float:
         """Mean per-landmark score: how sure the model is about this face as a whole."""
@@ -87,7 +93,9 @@ class Face:
 
         scheme = SCHEMES.get(self.scheme)
         if scheme is None or scheme.num_points != len(self.landmarks):
-            raise ValueError(
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
                 f"this face's landmarks follow the {self.scheme!r} scheme, which has no named "
                 "parts; named parts need a model whose metadata names its scheme "
                 "(wflw98, 300w68, cofw29, aflw19, lapa106)"

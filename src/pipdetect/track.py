@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .crop import crop_from_landmark_box, crop_from_landmarks, training_crop_enlargement
+from .errors import InvalidArgumentError
 from .image import load_image
 from .stages import CropLandmarks
 
@@ -91,9 +92,11 @@ class OneEuroFilter:
     ) -> None:
         for name, value in (("min_cutoff", min_cutoff), ("d_cutoff", d_cutoff)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive frequency in Hz, got {value!r}")
+                raise InvalidArgumentError(
+                    f"{name} must be a positive frequency in Hz, got {value!r}"
+                )
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+            raise InvalidArgumentError(f"beta must be a number >= 0, got {beta!r}")
         self.min_cutoff = float(min_cutoff)
         self.beta = float(beta)
         self.d_cutoff = float(d_cutoff)
@@ -380,16 +383,22 @@ class Tracker:
             or not isinstance(redetect_interval, (int, np.integer))
             or redetect_interval < 0
         ):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"redetect_interval must be a number of frames >= 0 or None, got "
                 f"{redetect_interval!r}"
             )
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be a positive number of frames per second, got {fps!r}")
+            raise InvalidArgumentError(
+                f"fps must be a positive number of frames per second, got {fps!r}"
+            )
         if not 0.0 <= float(match_iou) <= 1.0:
-            raise ValueError(f"match_iou must be between 0 and 1, got {match_iou!r}")
+            raise InvalidArgumentError(
+                f"match_iou must be between 0 and 1, got {match_iou!r}"
+            )
         if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
-            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces!r}")
+            raise InvalidArgumentError(
+                f"max_faces must be a positive integer or None, got {max_faces!r}"
+            )
         one_euro = (
             DEFAULT_MIN_CUTOFF if min_cutoff is None else min_cutoff,
             DEFAULT_BETA if beta is None else beta,
@@ -398,7 +407,7 @@ class Tracker:
         OneEuroFilter(*one_euro)  # validates the parameters
         if isinstance(smoothing, str):
             if smoothing not in SMOOTHING_PRESETS:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"smoothing must be True, False or one of {', '.join(SMOOTHING_PRESETS)}, "
                     f"got {smoothing!r}"
                 )

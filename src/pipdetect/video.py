@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidImageError, VideoError
+from .errors import InvalidArgumentError, InvalidImageError, VideoError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -74,7 +74,9 @@ def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
     OpenCV cannot open.
     """
     if isinstance(source, (bool, np.bool_)):
-        raise TypeError("source must be a video path, a camera index or an iterable of frames")
+        raise InvalidArgumentError(
+            "source must be a video path, a camera index or an iterable of frames"
+        )
     if isinstance(source, (int, np.integer)):
         return _capture(int(source), f"camera {int(source)}")
     if isinstance(source, (str, os.PathLike)):
@@ -94,7 +96,7 @@ def open_frames(source: Any) -> tuple[Iterator[Any], VideoInfo]:
         )
     if isinstance(source, Iterable):
         return iter(source), VideoInfo()
-    raise TypeError(
+    raise InvalidArgumentError(
         f"source must be a video path, a camera index or an iterable of frames, got "
         f"{type(source).__name__}"
     )

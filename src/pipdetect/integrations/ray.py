@@ -123,7 +123,7 @@ except ImportError as _exc:  # pragma: no cover - tested in a subprocess
         'or in the pipdetect checkout: pip install ".[ray]"'
     ) from _exc
 
-from ..errors import InvalidBoxError, InvalidImageError
+from ..errors import InvalidArgumentError, InvalidBoxError, InvalidImageError
 from ..image import decode_image, load_image
 from ..results import image_record
 
@@ -218,9 +218,9 @@ class PipdetectPredictor:
     ) -> None:
         _check_rows(rows)
         if color not in ("rgb", "bgr"):
-            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+            raise InvalidArgumentError(f"color must be 'rgb' or 'bgr', got {color!r}")
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+            raise InvalidArgumentError(f"threads must be a positive integer, got {threads!r}")
         import cv2
 
         from ..detector import LandmarkDetector
@@ -252,7 +252,7 @@ class PipdetectPredictor:
         """Landmarks of every image of ``batch`` (dict of arrays or pandas DataFrame)."""
         source = next((c for c in INPUT_COLUMNS if _has(batch, c)), None)
         if source is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the batch has columns {sorted(_names(batch))}; pipdetect needs one of "
                 f"{', '.join(INPUT_COLUMNS)} (use ray.data.read_binary_files(..., "
                 "include_paths=True) or ray.data.read_images)"
@@ -265,7 +265,7 @@ class PipdetectPredictor:
         )
         missing = [c for c in self._keep if not _has(batch, c)]
         if missing:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"keep_columns {missing} are not in the batch (columns: {sorted(_names(batch))})"
             )
 
@@ -376,7 +376,7 @@ def detect_landmarks(
     ``max_faces`` ...). Lazy, like every Ray Data transform.
     """
     if not isinstance(actors, int) or isinstance(actors, bool) or actors < 1:
-        raise ValueError(f"actors must be a positive integer, got {actors!r}")
+        raise InvalidArgumentError(f"actors must be a positive integer, got {actors!r}")
     return ds.map_batches(
         PipdetectPredictor,
         fn_constructor_kwargs={"model": model, "threads": threads, **predictor_options},
@@ -392,7 +392,7 @@ def detect_landmarks(
 
 def _check_rows(rows: str) -> None:
     if rows not in _ROWS:
-        raise ValueError(f"rows must be 'images' or 'faces', got {rows!r}")
+        raise InvalidArgumentError(f"rows must be 'images' or 'faces', got {rows!r}")
 
 
 def _names(batch: Any) -> Iterable[str]:
@@ -404,7 +404,7 @@ def _has(batch: Any, name: str) -> bool:
         return name in batch
     if hasattr(batch, "columns") and hasattr(batch, "iloc"):  # pandas.DataFrame
         return name in batch.columns
-    raise TypeError(
+    raise InvalidArgumentError(
         f"pipdetect batches must be dicts of NumPy arrays or pandas DataFrames, got "
         f"{type(batch).__name__}; call map_batches with batch_format='numpy' or 'pandas'"
     )
