@@ -1,0 +1,109 @@
+"""Result files (pipdetect.results): streamed documents equal the whole-list writers, CSV
+accounts for every input, and files are replaced whole or left alone. (The full-disk
+case runs the command line under a file-size limit: tests/test_outputs.py.)"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipdetect.results import (
+    ResultsFile,
+    csv_header,
+    csv_text,
+    dumps,
+    error_record,
+    landmark_array,
+    replacing,
+    save_npy,
+)
+
+
+def image_doc(source: str, faces: int, n: int = 3) -> dict:
+    face = {"box": [1.0, 2.0, 30.5, 40.0], "crop": [0.0, 0.0, 32.0, 42.0], "score": 0.9,
+            "landmarks": [[float(i), float(i) + 0.5] for i in range(n)], "scores": [0.5] * n}
+    return {"format": "pipdetect.landmarks/1", "kind": "image", "source": source,
+            "width": 64, "height": 48, "model": "m", "scheme": "custom", "num_landmarks": n,
+            "faces": [face] * faces}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 2), max_size=4))
+def test_streamed_json_is_the_whole_list_written_at_once(faces):
+    docs = [image_doc(f"{k}.jpg", f) for k, f in enumerate(faces)]
+    stream = io.BytesIO()
+    with ResultsFile(stream, "json", many=True) as out:
+        for doc in docs:
+            out.add(doc)
+    assert stream.getvalue().decode() == dumps(docs) + "\n"
+    assert json.loads(stream.getvalue()) == docs
+
+
+def test_csv_has_a_row_for_every_input(tmp_path):
+    docs = [image_doc("a.jpg", 2), image_doc("none.jpg", 0), error_record("bad.jpg", "broken")]
+    path = tmp_path / "r.csv"
+    with ResultsFile(path, "csv", num_landmarks=3) as out:
+        for doc in docs:
+            out.add(doc)
+    text = path.read_text()
+    assert text == csv_text(docs)
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == csv_header(3) and rows[0][-1] == "error"
+    assert all(len(r) == len(rows[0]) for r in rows)
+    table = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    assert [(r["source"], r["face"], r["error"]) for r in table] == [
+        ("a.jpg", "0", ""), ("a.jpg", "1", ""), ("none.jpg", "", ""), ("bad.jpg", "", "broken")]
+    assert table[0]["x2"] == "2.0" and table[2]["x0"] == "" and table[3]["score"] == ""
+
+
+def test_a_results_file_is_replaced_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("previous")
+    with pytest.raises(RuntimeError), ResultsFile(path, "json") as out:
+        out.add(image_doc("a.jpg", 1))
+        assert path.read_text() == "previous"  # nothing reaches the target before the end
+        raise RuntimeError("the run broke")
+    assert path.read_text() == "previous" and sorted(tmp_path.iterdir()) == [path]
+    out = ResultsFile(path, "json", many=False)
+    out.add(image_doc("a.jpg", 1))
+    with pytest.raises(ValueError, match="one document"):
+        out.add(image_doc("b.jpg", 1))
+    out.commit()
+    assert json.loads(path.read_text())["source"] == "a.jpg"
+    with pytest.raises(ValueError):
+        ResultsFile(tmp_path / "x.npy", "npy", many=True)
+
+
+def test_npy_and_links_are_replaced_not_written_through(tmp_path):
+    original = tmp_path / "original.npy"
+    original.write_bytes(b"precious")
+    link = tmp_path / "link.npy"
+    link.symlink_to(original)
+    save_npy(link, image_doc("a.jpg", 2))
+    assert original.read_bytes() == b"precious" and not link.is_symlink()
+    np.testing.assert_array_equal(np.load(link), landmark_array(image_doc("a.jpg", 2)))
+    target = tmp_path / "sub" / "drawn.png"
+    with pytest.raises(OSError), replacing(target) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == target.parent
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+    assert list(target.parent.iterdir()) == []
+    with replacing(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and list(target.parent.iterdir()) == [target]
+
+
+def test_dev_null_is_written_directly(tmp_path):
+    null = Path("/dev/null")
+    if not null.exists():
+        pytest.skip("no /dev/null on this system")
+    with ResultsFile(null, "json") as out:
+        out.add(image_doc("a.jpg", 1))
+    assert null.exists() and not null.is_file()
