@@ -69,3 +69,62 @@ def set_header_size(data: bytes, ext: str, width: int, height: int) -> bytes:
     else:
         raise ValueError(ext)
     return bytes(b)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _unicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _int(value: int) -> bytes:
+    return b"J" + struct.pack("<i", value)
+
+
+def tensor_pickle(tensors: dict[str, tuple[tuple[int, ...], tuple[int, ...], str, int]]) -> bytes:
+    """A torch.save-style pickle (protocol 2) of a dict of float32 tensors, written opcode
+    by opcode (no torch needed): name -> (size, stride, storage key, storage numel)."""
+    out = [b"\x80\x02}("]
+    for name, (size, stride, key, numel) in tensors.items():
+        out += [_unicode(name), b"ctorch._utils\n_rebuild_tensor_v2\n(",
+                b"(", _unicode("storage"), b"ctorch\nFloatStorage\n", _unicode(key),
+                _unicode("cpu"), _int(numel), b"tQ", _int(0),
+                b"(", *map(_int, size), b"t", b"(", *map(_int, stride), b"t",
+                b"\x89N" b"tR"]
+    out.append(b"u.")
+    return b"".join(out)
+
+
+def zip_checkpoint(path, pickled: bytes, members: dict[str, bytes] | None = None,
+                   deflated: dict[str, int] | None = None):
+    """A torch zip checkpoint; ``deflated``: members of that many zero bytes, compressed
+    (written in chunks, so a 256 MiB member costs no memory here)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickled)
+        for name, data in (members or {}).items():
+            z.writestr(name, data)
+        for name, size in (deflated or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            chunk = b"\0" * (1 << 20)
+            with z.open(info, "w", force_zip64=True) as f:
+                for _ in range(size // len(chunk)):
+                    f.write(chunk)
+    return path
+
+
+def shared_nest(depth: int = 45) -> bytes:
+    """The issue's 463-byte checkpoint pickle: a list holding another twice, ``depth``
+    levels deep (2^depth leaves if expanded), plus a list that holds itself."""
+    import pickle
+
+    nest: list = []
+    for _ in range(depth):
+        nest = [nest, nest]
+    loop: list = []
+    loop += [loop, loop]
+    return pickle.dumps({"w": nest, "loop": loop}, protocol=2)

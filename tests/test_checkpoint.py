@@ -298,3 +298,80 @@ def test_header_pickles_cannot_reference_storages(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
+
+
+# --- memory bombs (issue 20): refused within seconds, before the memory is spent -----------
+
+from hostilefiles import shared_nest, tensor_pickle, zip_checkpoint  # noqa: E402
+
+FOUR_FLOATS = {"archive/data/0": np.arange(4, dtype="<f4").tobytes()}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+def test_shared_references_are_not_expanded(tmp_path: Path, layout: str) -> None:
+    """A few hundred bytes whose lists share (and hold) themselves: 2^45 leaves if expanded."""
+    pickled = shared_nest(45)
+    assert len(pickled) < 500
+    path = tmp_path / "nest.pth"
+    if layout == "zip":
+        _zip_checkpoint(path, pickled)
+    else:
+        _legacy_checkpoint(path, pickled, tail=pickle.dumps([], protocol=2))
+    with pytest.raises(CheckpointError, match="not a state_dict|no state_dict"):
+        load_checkpoint(path)
+
+
+def test_shared_tensors_stay_shared(tmp_path: Path) -> None:
+    """Memoising keeps a tensor referenced twice as one array, and a self-holding list
+    comes back holding itself (nothing is lost by not expanding)."""
+    a = []
+    a.append(a)
+    obj = ckpt_mod._materialise({"x": a, "y": (a, a)}, ckpt_mod._Budget(0, "t"))
+    assert obj["x"][0] is obj["x"] and obj["y"][0] is obj["x"]
+
+
+@pytest.mark.timeout(10)
+def test_stride_0_tensors_cannot_exceed_what_the_file_holds(tmp_path: Path) -> None:
+    """Each tensor views 4 floats with stride 0 as 16000^2 (1 GiB): under the per-tensor cap,
+    but all of them together are bounded by the file's size."""
+    big = ((16_000, 16_000), (0, 0), "0", 4)
+    path = zip_checkpoint(tmp_path / "s0.pth", tensor_pickle({f"w{i}": big for i in range(3)}),
+                          FOUR_FLOATS)
+    with pytest.raises(CheckpointError, match=r"tensor of shape \(16000, 16000\) would take "
+                                              r"1,024,000,000 bytes"):
+        load_checkpoint(path)
+    small = ((64, 64), (0, 0), "0", 4)  # 16 kB each: fine
+    path = zip_checkpoint(tmp_path / "ok.pth", tensor_pickle({"a": small, "b": small}),
+                          FOUR_FLOATS)
+    assert load_checkpoint(path).state_dict["b"].shape == (64, 64)
+
+
+@pytest.mark.timeout(10)
+def test_zip_members_are_not_inflated_beyond_what_is_needed(tmp_path: Path) -> None:
+    """A 256 MiB storage of zeros deflated to a quarter MiB: refused before inflating."""
+    numel = 64 * 1024**2
+    pickled = tensor_pickle({"w": ((numel,), (1,), "0", numel)})
+    path = zip_checkpoint(tmp_path / "bomb.pth", pickled, deflated={"archive/data/0": 4 * numel})
+    assert path.stat().st_size < 2 * 1024**2
+    with pytest.raises(CheckpointError, match="zip member archive/data/0 would take"):
+        load_checkpoint(path)
+    # the pickle member too
+    with zipfile.ZipFile(tmp_path / "pkl.pth", "w") as z:
+        info = zipfile.ZipInfo("archive/data.pkl")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w", force_zip64=True) as f:
+            for _ in range(256):
+                f.write(b"\0" * (1 << 20))
+    with pytest.raises(CheckpointError, match="data.pkl would take"):
+        load_checkpoint(tmp_path / "pkl.pth")
+
+
+@pytest.mark.timeout(10)
+def test_legacy_storages_larger_than_the_file_are_refused_unread(tmp_path: Path) -> None:
+    numel = 2**31 - 1
+    pickled = tensor_pickle({"w": ((numel,), (1,), "0", numel)})
+    tail = pickle.dumps(["0"], protocol=2) + struct.pack("<q", numel) + b"\0" * 64
+    path = _legacy_checkpoint(tmp_path / "legacy.pth", pickled, tail=tail)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)

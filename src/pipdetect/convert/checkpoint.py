@@ -45,6 +45,34 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _MAX_ELEMENTS = 2**31
 """A single tensor with more elements than this is refused (no PIP-Net layer comes close)."""
+_BYTES_PER_FILE_BYTE = 4
+_SLACK_BYTES = 64 * 1024**2
+
+
+class _Budget:
+    """Bytes the tensors of one checkpoint may take: what the file can honestly hold.
+
+    A checkpoint's storages are stored uncompressed, and its tensors are views of
+    them; a few tensors may share one storage (tied weights). So all storages read and
+    all tensors built may take at most 4 times the file's size plus 64 MiB. Stride-0
+    tensors, zip members that inflate, and storages claiming more than the file holds
+    exhaust it and are refused before the memory is spent.
+    """
+
+    def __init__(self, file_bytes: int, source: str) -> None:
+        self.limit = _BYTES_PER_FILE_BYTE * file_bytes + _SLACK_BYTES
+        self.used = 0
+        self.source = source
+
+    def spend(self, nbytes: int, what: str) -> None:
+        if nbytes > self.limit - self.used:
+            raise CheckpointError(
+                f"{self.source}: {what} would take {nbytes:,} bytes, more than a "
+                f"{(self.limit - _SLACK_BYTES) // _BYTES_PER_FILE_BYTE:,}-byte checkpoint can "
+                f"hold ({self.used:,} of {self.limit:,} bytes already used); the file is "
+                "corrupt or made to exhaust memory"
+            )
+        self.used += nbytes
 
 # torch.<Name>Storage -> NumPy dtype (little-endian); "bfloat16" is widened on load.
 _STORAGE_DTYPES: dict[str, str] = {
@@ -245,20 +273,42 @@ def _decode_storage(raw: bytes, dtype: str, numel: int, big_endian: bool) -> np.
     return np.frombuffer(raw, dtype=dt, count=numel).astype(np.dtype(dtype), copy=False)
 
 
-def _materialise(obj: Any, source: str, depth: int = 0) -> Any:
-    """Replace pending tensors by NumPy arrays, walking dicts, lists and tuples."""
+def _materialise(obj: Any, budget: _Budget, memo: dict[int, Any] | None = None,
+                 depth: int = 0) -> Any:
+    """Replace pending tensors by NumPy arrays, walking dicts, lists and tuples.
+
+    Shared references (pickle's memo) are converted once and shared in the result,
+    never expanded: a list holding another twice, 45 levels deep, is 45 lists, not 2^45.
+    """
+    memo = {} if memo is None else memo
+    if not isinstance(obj, (_PendingTensor, dict, list, tuple)):
+        return obj
+    if id(obj) in memo:
+        done = memo[id(obj)]
+        if done is None:  # a tuple that contains itself (through a list or dict)
+            raise CheckpointError(f"{budget.source}: a container refers to itself")
+        return done
     if depth > 50:
-        raise CheckpointError(f"{source}: containers nested deeper than any checkpoint's")
+        raise CheckpointError(f"{budget.source}: containers nested deeper than any checkpoint's")
     if isinstance(obj, _PendingTensor):
-        return _tensor_array(obj, source)
-    if isinstance(obj, dict):
-        return {k: _materialise(v, source, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialise(v, source, depth + 1) for v in obj)
-    return obj
+        memo[id(obj)] = _tensor_array(obj, budget)
+    elif isinstance(obj, dict):
+        out: dict[Any, Any] = {}
+        memo[id(obj)] = out
+        for k, v in obj.items():
+            out[k] = _materialise(v, budget, memo, depth + 1)
+    elif isinstance(obj, list):
+        items: list[Any] = []
+        memo[id(obj)] = items
+        items.extend(_materialise(v, budget, memo, depth + 1) for v in obj)
+    else:
+        memo[id(obj)] = None
+        memo[id(obj)] = tuple(_materialise(v, budget, memo, depth + 1) for v in obj)
+    return memo[id(obj)]
 
 
-def _tensor_array(t: _PendingTensor, source: str) -> np.ndarray:
+def _tensor_array(t: _PendingTensor, budget: _Budget) -> np.ndarray:
+    source = budget.source
     flat = t.storage.array()
     numel = int(np.prod(t.size, dtype=np.int64)) if t.size else 1
     if numel > _MAX_ELEMENTS:
@@ -274,13 +324,22 @@ def _tensor_array(t: _PendingTensor, source: str) -> np.ndarray:
     if not t.size:
         return np.array(flat[t.offset])
     item = flat.dtype.itemsize
+    budget.spend(numel * item, f"a tensor of shape {t.size}")
     view = np.lib.stride_tricks.as_strided(
         flat[t.offset :], shape=t.size, strides=[s * item for s in t.stride], writeable=False
     )
     return np.array(view, copy=True, order="C")
 
 
-def _read_zip(path: Path, source: str) -> tuple[Any, str, set[str]]:
+def _read_member(archive: zipfile.ZipFile, name: str, nbytes: int, budget: _Budget) -> bytes:
+    """At most ``nbytes`` of a zip member, never inflating more (counted in ``budget``)."""
+    budget.spend(nbytes, f"zip member {name}")
+    with archive.open(name) as member:
+        return member.read(nbytes)
+
+
+def _read_zip(path: Path, budget: _Budget) -> tuple[Any, str, set[str]]:
+    source = budget.source
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -304,7 +363,7 @@ def _read_zip(path: Path, source: str) -> tuple[Any, str, set[str]]:
             )
         big_endian = False
         if prefix + "byteorder" in names:
-            order = archive.read(prefix + "byteorder").strip()
+            order = _read_member(archive, prefix + "byteorder", 16, budget).strip()
             if order not in (b"little", b"big"):
                 raise CheckpointError(f"{source}: unknown byte order record {order!r:.20}")
             big_endian = order == b"big"
@@ -315,12 +374,12 @@ def _read_zip(path: Path, source: str) -> tuple[Any, str, set[str]]:
             if key in storages:
                 return storages[key]
             member = f"{prefix}data/{key}"
+            expected = numel * _itemsize(dtype)
             try:
-                raw = archive.read(member)
+                raw = _read_member(archive, member, expected, budget)
             except KeyError:
                 raise CheckpointError(f"{source}: storage {member} is missing from the archive") \
                     from None
-            expected = numel * _itemsize(dtype)
             if len(raw) < expected:
                 raise CheckpointError(
                     f"{source}: storage {member} holds {len(raw)} bytes, expected {expected}; "
@@ -330,12 +389,15 @@ def _read_zip(path: Path, source: str) -> tuple[Any, str, set[str]]:
             storages[key] = _Storage(key, dtype, numel, arr)
             return storages[key]
 
-        data = archive.read(pkl)
+        pickle_bytes = archive.getinfo(pkl).file_size
+        data = _read_member(archive, pkl, pickle_bytes, budget)
         obj = _RestrictedUnpickler(io.BytesIO(data), source, load_storage).load()
         return obj, "zip", {s.dtype for s in storages.values()}
 
 
-def _read_legacy(path: Path, source: str) -> tuple[Any, str, set[str]]:
+def _read_legacy(path: Path, budget: _Budget) -> tuple[Any, str, set[str]]:
+    source = budget.source
+    size = path.stat().st_size
     with open(path, "rb") as f:
         def header() -> Any:
             return _RestrictedUnpickler(f, source).load()
@@ -388,6 +450,9 @@ def _read_legacy(path: Path, source: str) -> tuple[Any, str, set[str]]:
                     f"says {storage.numel}; the file is corrupt"
                 )
             nbytes = numel * _itemsize(storage.dtype)
+            if nbytes > size - f.tell():
+                raise _truncated(source, key)
+            budget.spend(nbytes, f"storage {key!r}")
             raw = f.read(nbytes)
             if len(raw) < nbytes:
                 raise _truncated(source, key)
@@ -413,12 +478,13 @@ def _read(path: Path) -> tuple[Any, str, set[str]]:
         head = f.read(4)
     if not head:
         raise CheckpointError(f"{source}: the file is empty")
+    budget = _Budget(path.stat().st_size, source)
     try:
         if head == b"PK\x03\x04":
-            obj, fmt, dtypes = _read_zip(path, source)
+            obj, fmt, dtypes = _read_zip(path, budget)
         else:
-            obj, fmt, dtypes = _read_legacy(path, source)
-        return _materialise(obj, source), fmt, dtypes
+            obj, fmt, dtypes = _read_legacy(path, budget)
+        return _materialise(obj, budget), fmt, dtypes
     except CheckpointError:
         raise
     except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, TypeError,
