@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
+import pytest
 import tomllib
 
 from conftest import ROOT
@@ -25,7 +28,8 @@ def test_installed_package_ships_its_assets():
     assets = resources.files("pipdetect") / "assets"
     yunet = (assets / "face_detection_yunet.onnx").read_bytes()
     assert hashlib.sha256(yunet).hexdigest() == YUNET_SHA256
-    for name in ("LICENSE-yunet.txt", "LICENSE-meanface.txt", "crop_policies.json"):
+    for name in ("LICENSE-yunet.txt", "LICENSE-meanface.txt", "LICENSE-pipnet-lite0-300w.txt",
+                 "crop_policies.json"):
         assert (assets / name).is_file(), name
     meanfaces = {p.name for p in (assets / "meanface").iterdir()}
     assert {"WFLW.txt", "data_300W.txt", "COFW.txt", "AFLW.txt", "LaPa.txt"} <= meanfaces
@@ -33,14 +37,62 @@ def test_installed_package_ships_its_assets():
     assert (assets / "pipnet-lite0-300w.json").is_file()
 
 
-def test_wheel_holds_the_default_model_and_stays_small(tmp_path):
+LEFTOVERS = [ROOT / "build", ROOT / "src" / "pipdetect.egg-info"]
+"""What setuptools leaves in a checkout unless told to build elsewhere (build_backend.py)."""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip install .` builds from this checkout (built once per module)."""
+    before = {p for p in LEFTOVERS if p.exists()}
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(out)], check=True,
+                   capture_output=True)
+    created = {p for p in LEFTOVERS if p.exists()} - before
+    assert not created, f"building left {sorted(map(str, created))} in the checkout"
+    (path,) = out.glob("pipdetect-*.whl")
+    return path
+
+
+def test_building_leaves_no_build_folder_in_the_checkout(wheel: Path) -> None:
+    """The check is in the fixture (it runs once, before any test uses the wheel)."""
+    assert wheel.is_file()
+    assert 'backend-path = ["."]' in (ROOT / "pyproject.toml").read_text()
+    assert "include build_backend.py" in (ROOT / "MANIFEST.in").read_text()
+
+
+def test_pip_show_tells_the_licences_and_what_it_is(wheel: Path, tmp_path: Path) -> None:
+    """`pip show -v pipdetect` of the installed wheel: licence, weights note, classifiers,
+    real URLs only; the wheel ships the weights' licence next to the model."""
+    import zipfile
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
+                    "--target", str(target), str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    shown = subprocess.run([sys.executable, "-m", "pip", "show", "-v", "pipdetect"], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert f"Location: {target}" in shown, shown
+    assert "License-Expression: MIT" in shown
+    assert "research use only" in shown  # the summary's note on the weights
+    for classifier in ("Intended Audience :: Science/Research", "Typing :: Typed",
+                       "Topic :: Scientific/Engineering :: Image Recognition"):
+        assert classifier in shown, classifier
+    urls = re.findall(r"https?://\S+", shown)
+    assert urls and all("pipdetect" not in u for u in urls), "no invented project pages"
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        weights = z.read("pipdetect/assets/LICENSE-pipnet-lite0-300w.txt").decode()
+    assert "Description-Content-Type: text/markdown" in meta
+    assert "RESEARCH USE ONLY" in weights and "LICENSE-pipnet-lite0-300w.txt" in meta
+
+
+def test_wheel_holds_the_default_model_and_stays_small(wheel: Path) -> None:
     """The wheel ships the default model (<= 25 MB) and stays under 40 MB, without photos."""
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
-                    "--no-build-isolation", "-q", "-w", str(tmp_path)], check=True,
-                   capture_output=True)
-    (wheel,) = tmp_path.glob("pipdetect-*.whl")
     assert wheel.stat().st_size <= 40_000_000
     with zipfile.ZipFile(wheel) as z:
         sizes = {i.filename: i.file_size for i in z.infolist()}
