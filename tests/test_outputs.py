@@ -261,3 +261,24 @@ def test_results_keep_the_order_of_the_inputs_and_csv_has_a_row_for_each(
         (str(inputs[4]), "", "0", ""),
     ]
     assert rows[0]["x0"] and not rows[1]["x0"] and not rows[4]["score"]
+
+
+def test_an_interrupted_run_keeps_its_finished_work(known_model, photos, tmp_path, capsys,
+                                                    monkeypatch):
+    import pipdetect.image as image
+
+    (photos / "c.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    real_load = image.load_image
+
+    def load(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and Path(path).name == "c.jpg":
+            raise KeyboardInterrupt  # Ctrl-C while the third image loads
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(image, "load_image", load)
+    results = tmp_path / "results.json"
+    code, _, err = run([photos, "-o", results, "--batch-size", "1", "-m", known_model], capsys)
+    assert code == 130 and "interrupted" in err and not results.exists()
+    kept = json.loads((tmp_path / "results.json.partial").read_text())
+    assert [Path(d["source"]).name for d in kept] == ["a.jpg", "b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "results.json.partial"]

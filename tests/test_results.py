@@ -106,4 +106,6 @@ def test_dev_null_is_written_directly(tmp_path):
         pytest.skip("no /dev/null on this system")
     with ResultsFile(null, "json") as out:
         out.add(image_doc("a.jpg", 1))
-    assert null.exists() and not null.is_file()
+    with replacing(null) as tmp:  # a device is written, never replaced (even by root)
+        assert tmp == null
+    assert null.exists() and null.is_char_device()

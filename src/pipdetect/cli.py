@@ -369,7 +369,8 @@ class _Plan:
             return Path(self.draw) if not self.many else Path(self.draw) / file_name
         if self.out_mode == "dir" and self.out is not None:
             base = self.out
-        elif self.out_mode == "file" and self.out is not None:
+        elif self.out_mode == "file" and self.out is not None and not (
+                self.out.exists() and not self.out.is_file()):  # not beside /dev/null
             base = self.out.parent
         else:
             base = Path(".")
@@ -559,6 +560,15 @@ class _Output:
             self.sink.commit()
         except OSError as exc:
             self._broke(exc)
+
+    def interrupted(self) -> None:
+        """Ctrl-C: -o FILE is left as it was, the results finished are kept beside it."""
+        if self.sink is not None and self.plan.out is not None and not self.broken:
+            self.sink.keep_partial()
+            if self.sink.partial is not None:
+                self.report.console.error(f"{self.plan.out} left as it was; the "
+                                          f"{self.sink.count} results finished are kept in "
+                                          f"{self.sink.partial}")
 
     def _broke(self, exc: OSError) -> None:
         self.broken = True
@@ -845,7 +855,11 @@ def _run(argv: list[str]) -> int:
         return 2
     job = _Job(opts, plan, det, report, output)
     start = time.perf_counter()
-    _run_inputs(job)
+    try:
+        _run_inputs(job)
+    except KeyboardInterrupt:
+        output.interrupted()
+        raise
     output.finish()
     report.summary(time.perf_counter() - start)
     return 1 if report.failed or output.broken else 0

@@ -310,9 +310,14 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     When the ``with`` block ends normally the temporary file is renamed over ``path``
     (``os.replace``: ``path`` is either the old file or the whole new one, and a
     symbolic or hard link at ``path`` is replaced, never written through); when the
-    block raises, the temporary file is removed. The folder is created if needed.
+    block raises, the temporary file is removed. The folder is created if needed. A
+    path that exists but is neither a file nor a folder (``/dev/null``, a pipe) is
+    yielded itself, to be written directly: a device is never replaced.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
@@ -338,7 +343,8 @@ class ResultsFile:
 
     When a write fails (disk full...), :meth:`add` or :meth:`commit` raises
     :class:`OSError` and the documents completed before are kept, as a whole file of
-    their own, in :attr:`partial` (``PATH.partial``; ``None`` when there were none).
+    their own, in :attr:`partial` (``PATH.partial``; ``None`` when there were none);
+    :meth:`keep_partial` does the same on purpose (an interrupted run).
     """
 
     def __init__(
@@ -443,13 +449,14 @@ class ResultsFile:
             if self.path is None:
                 self._file.flush()
         except OSError:
-            self._keep_partial()
+            self.keep_partial()
             raise
         self._good += len(data)
 
-    def _keep_partial(self) -> None:
-        """After a failed write: cut the temporary file back to its last whole document,
-        close it (best effort) and keep it as PATH.partial, or remove it if empty."""
+    def keep_partial(self) -> None:
+        """Stop here (a failed write, an interrupted run): the documents added so far
+        become a whole file of their own, :attr:`partial` (``PATH.partial``), and the
+        target is left as it was. Nothing is kept when no document was added."""
         if self._tmp is None or self.path is None:
             return
         tmp, self._tmp = self._tmp, None
