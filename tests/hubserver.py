@@ -14,8 +14,9 @@ new commit, and old commits stay available.
 
 Faults can be injected per file name (:meth:`HubStandIn.fail`): ``"404"``,
 ``"500"``, ``"drop"`` (headers with the full length, then half the body, then
-the connection closes) and ``"corrupt"`` (right length and headers, some bytes
-flipped), each for all requests or only the next ``times`` ones.
+the connection closes), ``"corrupt"`` (right length and headers, some bytes
+flipped) and ``"stall"`` (half the body, then nothing for 30 s: a client to kill
+mid-file), each for all requests or only the next ``times`` ones.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _API_WRITE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<action>preupload|commit)/[^/]+$")
-FAULTS = ("404", "500", "drop", "corrupt")
+FAULTS = ("404", "500", "drop", "corrupt", "stall")
 
 
 @dataclass
@@ -326,6 +327,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.hub.body_delay)
         if fault == "corrupt":
             body = bytes(b ^ 0xFF if i % 7 == 3 else b for i, b in enumerate(body))
+        if fault == "stall":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(30)
+            return
         if fault == "drop":
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()

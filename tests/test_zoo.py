@@ -767,3 +767,76 @@ def test_disk_full_and_read_only_cache_are_reported_with_the_fix(
     assert str(env / "hub") in message
     assert cache_leftovers(env) == []
     assert not list((env / "hub").rglob(f"snapshots/*/{WFLW}.onnx"))
+
+
+# --------------------------------------------------------------------------- issue 20
+
+
+@pytest.mark.parametrize("url", ["https://huggingface.co/x/y/resolve/main/m.onnx",
+                                 "http://example.org/model.onnx", "hf://pipdetect/pipnet"])
+def test_a_url_as_model_name_gets_a_clear_message(hub: HubStandIn, url: str) -> None:
+    with pytest.raises(ModelNotFoundError, match="is a URL; pipdetect does not download"):
+        zoo.resolve_model(url)
+    assert hub.requests == []
+
+
+def test_the_cli_says_so_for_a_url(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from pipdetect.cli import main
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"")
+    assert main(["--model", "https://example.org/m.onnx", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "is a URL" in err and "not found: https:/" not in err
+
+
+def test_a_downloader_killed_mid_file_leaves_nothing_for_good(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes]
+) -> None:
+    """A process killed while the body arrives (SIGKILL: no cleanup of its own) leaves its
+    partial file; the next resolution removes it under the blob's lock and downloads."""
+    publish(hub, model_bytes)
+    hub.fail(f"{WFLW}.onnx", "stall")
+    child_env = {k: v for k, v in os.environ.items() if k not in HF_VARS}
+    child_env.update(HF_ENDPOINT=hub.url, HF_HOME=str(env), HF_HUB_DISABLE_TELEMETRY="1",
+                     HF_HUB_DISABLE_PROGRESS_BARS="1")
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"from pipdetect import zoo; zoo.resolve_model({WFLW!r})"],
+        env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):  # until the partial file exists (half the body is sent)
+            if cache_leftovers(env):
+                threading.Event().wait(0.2)
+                break
+            assert child.poll() is None
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("the download never started")
+    finally:
+        child.kill()
+        child.wait()
+    assert cache_leftovers(env) != []
+    hub.heal()
+    assert zoo.resolve_model(WFLW).read_bytes() == model_bytes[WFLW]
+    assert cache_leftovers(env) == []
+
+
+def test_a_partial_download_in_progress_is_left_alone(
+    env: Path, hub: HubStandIn, model_bytes: dict[str, bytes]
+) -> None:
+    """A partial file whose blob lock is held (another process downloading) survives."""
+    from filelock import FileLock
+
+    publish(hub, model_bytes)
+    path = zoo.resolve_model(W300)
+    storage = path.parents[2]
+    etag = "0" * 64
+    partial = storage / "blobs" / f"{etag}.abcd1234.incomplete"
+    partial.write_bytes(b"half")
+    lock = FileLock(str(env / "hub" / ".locks" / storage.name / f"{etag}.lock"))
+    with lock:
+        zoo.resolve_model(W300)
+        assert partial.exists()
+    zoo.resolve_model(W300)
+    assert not partial.exists()

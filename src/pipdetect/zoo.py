@@ -406,6 +406,9 @@ def _make_request(
     return _Request(repo, rev, cache.resolve(), endpoint, bool(offline), model_file)
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
 def _looks_like_path(value: str | os.PathLike[str]) -> bool:
     if isinstance(value, os.PathLike):
         return True
@@ -451,6 +454,12 @@ def resolve_model(
         raise TypeError(
             f"model must be a zoo name or a path, got {type(name_or_path).__name__}"
         )
+    if isinstance(name_or_path, str) and _URL.match(name_or_path.strip()):
+        raise ModelNotFoundError(
+            f"model {name_or_path!r} is a URL; pipdetect does not download models from URLs. "
+            "Download the file yourself (e.g. curl -LO URL) and pass its path, or pass a "
+            "model name from pipdetect.list_models()"
+        )
     if _looks_like_path(name_or_path):
         return Path(name_or_path).expanduser()
     info = get_model_info(str(name_or_path))
@@ -458,6 +467,7 @@ def resolve_model(
         return bundled_path(info.name)
     req = _check_reachable(_make_request(repo_id, revision, cache_dir, offline, info.file))
     with _exclusive(_lock_path(req, info.file)):
+        _remove_stale_downloads(req)
         manifest_path, records = _fetch_manifest(req)
         record = records.get(info.file)
         if record is None:
@@ -701,6 +711,31 @@ def _remove_cached(pointer: Path) -> None:
                     f"{p} is damaged and cannot be removed ({exc.strerror or exc}); delete it "
                     "by hand and try again"
                 ) from None
+
+
+def _remove_stale_downloads(req: _Request) -> None:
+    """Delete partial downloads (``blobs/<etag>[.<id>].incomplete``) no one is writing.
+
+    ``huggingface_hub`` writes a blob under the lock ``.locks/<repo folder>/<etag>.lock``
+    and deletes its partial file when a download fails, but a process killed mid-file
+    leaves it for good. A partial file whose blob lock can be taken at once is stale: it
+    is removed (a download running in another thread or process holds the lock, so its
+    file is left alone). Best effort: errors are ignored.
+    """
+    from filelock import FileLock, Timeout
+
+    blobs = req.storage / "blobs"
+    with contextlib.suppress(OSError):
+        partial = [p for p in blobs.iterdir() if p.name.endswith(".incomplete")]
+        for path in partial:
+            etag = path.name.split(".", 1)[0]
+            lock = FileLock(str(req.cache_dir / ".locks" / req.storage.name / f"{etag}.lock"))
+            try:
+                with lock.acquire(timeout=0):
+                    path.unlink(missing_ok=True)
+                    logger.info("pipdetect: removed the stale partial download %s", path)
+            except (Timeout, OSError):
+                continue
 
 
 # --------------------------------------------------------------------------- locking
