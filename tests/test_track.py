@@ -342,3 +342,43 @@ def test_smoothing_presets_and_the_old_one_euro_filter(dots_det):
     assert Tracker(dots_det, smoothing=False)._new_filter() is None
     with pytest.raises(ValueError, match="smoothing"):
         Tracker(dots_det, smoothing="sharp")
+
+
+def test_a_tracker_fed_by_two_threads_at_once_raises(dots_det, base):
+    """While one thread is inside update() (held there by the detector), a second
+    thread's update() raises ConcurrentUseError; the first finishes normally, and the
+    tracker keeps working afterwards."""
+    import threading
+
+    from pipdetect.errors import ConcurrentUseError, PipdetectError
+
+    inside, release = threading.Event(), threading.Event()
+
+    class HeldDetector:
+        def __getattr__(self, name):
+            return getattr(dots_det, name)
+
+        def run_network(self, *args, **kwargs):
+            inside.set()
+            assert release.wait(30)
+            return dots_det.run_network(*args, **kwargs)
+
+    tracker = Tracker(HeldDetector())
+    frame = base[0]
+    results: list = []
+    first = threading.Thread(target=lambda: results.append(tracker.update(frame)))
+    first.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(ConcurrentUseError, match="one Tracker per stream") as info:
+            tracker.update(frame)
+        assert isinstance(info.value, PipdetectError)
+    finally:
+        release.set()
+        first.join(30)
+    assert len(results) == 1 and len(results[0]) == 1
+    assert len(tracker.update(frame)) == 1  # the same thread, or another, later: fine
+    later = threading.Thread(target=lambda: results.append(tracker.update(frame)))
+    later.start()
+    later.join(30)
+    assert len(results) == 2 and tracker.frame_index == 3

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     CheckpointError,
+    ConcurrentUseError,
     DecodeError,
     DownloadError,
     InvalidArgumentError,
@@ -33,6 +34,7 @@ from .errors import (
 __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
+    "ConcurrentUseError",
     "DecodeError",
     "DownloadError",
     "Face",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ConcurrentUseError",
     "DecodeError",
     "DownloadError",
     "InvalidArgumentError",
@@ -31,6 +32,11 @@ class PipdetectError(Exception):
 
 class InvalidImageError(PipdetectError, ValueError):
     """The image cannot be used: wrong type, dtype, shape, values, or an unreadable file."""
+
+
+class ConcurrentUseError(PipdetectError, RuntimeError):
+    """An object that holds the state of one stream (a :class:`~pipdetect.Tracker`) was
+    called from two threads at once; use one per stream (per thread)."""
 
 
 class InvalidArgumentError(PipdetectError, ValueError, TypeError):

@@ -30,21 +30,25 @@ Times are in seconds: a frame's time is ``timestamp`` if given, else its index
 divided by ``fps``. Coordinates are original-image pixels as everywhere in pipdetect.
 
 Thread safety: a :class:`Tracker` is the state of one video stream; use one per
-stream and do not call :meth:`Tracker.update` from two threads at once. Several
+stream and do not call :meth:`Tracker.update` from two threads at once (a call made
+while another thread is inside ``update`` raises
+:class:`~pipdetect.errors.ConcurrentUseError`). Several
 trackers (in several threads) may share one :class:`~pipdetect.LandmarkDetector`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .crop import crop_from_landmark_box, crop_from_landmarks, training_crop_enlargement
-from .errors import InvalidArgumentError
+from .errors import ConcurrentUseError, InvalidArgumentError
 from .image import load_image
 from .stages import CropLandmarks
 
@@ -321,6 +325,26 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
+def _one_caller_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse a call while another thread is inside the method on the same object: a
+    tracker fed by two threads would mix their streams' faces silently."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._in_use.acquire(blocking=False):
+            raise ConcurrentUseError(
+                f"{type(self).__name__}.{method.__name__} was called from two threads at "
+                "once: a Tracker holds the faces of one video stream. Use one Tracker per "
+                "stream (per thread); they may share one LandmarkDetector"
+            )
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._in_use.release()
+
+    return guarded
+
+
 class Tracker:
     """Faces followed through a stream of frames, one frame at a time.
 
@@ -426,6 +450,7 @@ class Tracker:
         self._match_iou = float(match_iou)
         self._max_faces = max_faces if max_faces is not None else detector.max_faces
         self._meanface = np.asarray(detector.spec.meanface, dtype=np.float64)
+        self._in_use = threading.Lock()  # see _one_caller_at_a_time
         self.reset()
 
     def reset(self) -> None:
@@ -449,6 +474,7 @@ class Tracker:
         """Ids of the faces currently tracked."""
         return [t.id for t in self._tracks]
 
+    @_one_caller_at_a_time
     def update(
         self,
         frame: Any,
