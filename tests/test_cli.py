@@ -378,7 +378,36 @@ def test_unpublished_zoo_model_offline_says_how_to_get_one(photos, tmp_path):
     result = _subprocess([str(photos / "a.jpg"), "-m", "pipnet-r18-wflw"], env)
     assert result.returncode == 2
     assert "pipdetect convert" in result.stderr and "--model" in result.stderr
+    first_line = result.stderr.splitlines()[0]  # first: the zoo is not published; then: convert
+    assert "which is not published yet" in first_line, result.stderr
+    assert first_line.index("not published") < first_line.index("pipdetect convert CHECKPOINT")
+    assert "--backbone resnet18 --dataset WFLW" in first_line
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_failed_input_is_named_once(tmp_path, capsys):
+    (tmp_path / "bad.jpg").write_bytes(b"not a picture")
+    missing = tmp_path / "missing.jpg"
+    assert main([str(tmp_path / "bad.jpg"), str(missing), "-o", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    for name in ("bad.jpg", "missing.jpg"):
+        (line,) = [e for e in err if name in e]
+        assert line.count(name) == 1, line
+
+
+def test_list_models_has_a_header_and_hides_the_unpublished_zoo(capsys):
+    assert main(["--list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["name", "points"] and "status" in lines[0]
+    assert lines[1].startswith("pipnet-lite0-300w") and "bundled, the default" in lines[1]
+    assert not [line for line in lines if line.startswith("pipnet-r")]
+    assert any("not published yet" in line for line in lines)
+    assert main(["--list-models", "--all"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pipnet-")]
+    assert len(rows) == 18 and rows[0].startswith("pipnet-lite0-300w")
+    assert all(row.endswith("unpublished") for row in rows[1:])
+    assert main(["--all"]) == 2
+    assert "--list-models" in capsys.readouterr().err
 
 
 def test_camera_preview_and_recording(video, tmp_path, monkeypatch, capsys):

@@ -390,6 +390,9 @@ def test_cli_help_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
                    "mobilenet_v2", "WFLW", "300W-CelebA", "300W-COFW-WFLW", "LaPa",
                    "pip install '.[convert]'", "research use only"):
         assert needle in text, needle
+    # the examples keep their line breaks (continued commands stay on their own lines)
+    assert "-o r18.onnx \\\n      --quantize int8 --calibration photos/" in text
+    assert "--info info.json \\\n      --name pipnet-lite0-300w" in text
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -77,9 +77,10 @@ def test_every_preset_has_a_policy():
     [
         ((1, 2, 3), "shape"),
         ("abcd", "numbers"),
-        ((0, 0, 0, 10), "zero or negative"),
-        ((10, 0, 5, 10), "zero or negative"),
-        ((0, 0, float("inf"), 10), "NaN or infinity"),
+        ((0, 0, 0, 10), r"^the box \[0\.0, 0\.0, 0\.0, 10\.0\] is empty or inside out: "
+                        r"a box is \(x1, y1, x2, y2\) in pixels with x2 > x1 and y2 > y1$"),
+        ((10, 0, 5, 10), "the box .* is empty or inside out"),
+        ((0, 0, float("inf"), 10), r"^the box \[0\.0, 0\.0, inf, 10\.0\] holds NaN or infinity"),
         ([[0, 0, 1, 1], [0, 0]], "numbers"),
     ],
 )

@@ -840,3 +840,28 @@ def test_a_partial_download_in_progress_is_left_alone(
         assert partial.exists()
     zoo.resolve_model(W300)
     assert not partial.exists()
+
+
+# --------------------------------------------------------------------------- unpublished zoo
+def test_published_means_bundled_or_recorded() -> None:
+    infos = zoo.list_models()
+    assert infos[0].bundled and infos[0].published
+    assert [i.published for i in infos[1:]] == [i.sha256 is not None for i in infos[1:]]
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_an_unpublished_zoo_name_says_so_first_then_what_to_do(
+    env: Path, hub: HubStandIn, offline: bool
+) -> None:
+    """Nothing published (the real zoo today): the message starts with that, then says how
+    to convert the checkpoint, and keeps the download's own details after."""
+    info = zoo.get_model_info(WFLW)
+    assert not info.published
+    with pytest.raises((ModelNotFoundError, DownloadError)) as caught:
+        zoo.resolve_model(WFLW, offline=offline)
+    first, _, details = str(caught.value).partition("\n")
+    assert first.startswith(f"{WFLW!r} is a name of pipdetect's model zoo, which is not "
+                            "published yet"), first
+    assert f"pipdetect convert CHECKPOINT.pth --backbone {info.backbone}" in first
+    assert details.startswith("The download attempt said:")
+    assert isinstance(caught.value.__cause__, type(caught.value))

@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "preview window; q or Esc quits. Needs a display")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--list-models", action="store_true",
-                   help="list the bundled default model and the zoo's names, and exit")
+                   help="list the models you can name (the bundled default), and exit")
+    p.add_argument("--all", action="store_true",
+                   help="with --list-models: also the names of the model zoo, which is not "
+                        "published yet (they do not work until it is)")
 
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="PATH", default=None,
@@ -824,8 +827,8 @@ def _run(argv: list[str]) -> int:
 
         print(f"{PROG} {__version__}")
         return 0
-    if opts.list_models:
-        return _list_models(console)
+    if opts.list_models or opts.all:
+        return _list_models(opts, console)
     if not opts.inputs and opts.camera is None:
         parser.print_usage(sys.stderr)
         console.error("nothing to do: give images, folders or videos, or --camera N")
@@ -865,17 +868,34 @@ def _run(argv: list[str]) -> int:
     return 1 if report.failed or output.broken else 0
 
 
-def _list_models(console: _Console) -> int:
-    try:
-        from .zoo import list_models
-    except ImportError as exc:  # pragma: no cover - the zoo ships with pipdetect
-        console.error(f"the model zoo is not available: {exc}")
+def _list_models(o: argparse.Namespace, console: _Console) -> int:
+    """The models a user can name, with a header; the unpublished zoo only with --all."""
+    from .zoo import list_models
+
+    if not o.list_models:
+        console.error("--all only changes --list-models: pipdetect --list-models --all")
         return 2
-    for info in list_models():
-        nme = "" if info.nme is None else f"NME {info.nme:g}% ({info.nme_normalisation})"
-        where = "bundled (default)" if info.bundled else "zoo, not yet published"
-        print(f"{info.name:28} {info.num_landmarks:4d} points  {info.dataset:20} "
-              f"{info.backbone:18} {where:23} {nme}")
+    models = list_models()
+    shown = [m for m in models if o.all or m.published]
+    rows = [("name", "points", "trained on", "backbone", "NME", "status")]
+    for m in shown:
+        nme = "" if m.nme is None else f"{m.nme:.2f} % {m.nme_normalisation}".strip()
+        status = ("bundled, the default" if m.bundled
+                  else "published" if m.published else "unpublished")
+        rows.append((m.name, str(m.num_landmarks), m.dataset, m.backbone, nme, status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.rjust(w) if i == 1 else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    hidden = len(models) - len(shown)
+    if hidden:
+        print(f"\n{hidden} more names belong to the model zoo, which is not published yet;\n"
+              "they work once it is (--list-models --all lists them). Until then, convert\n"
+              "an official checkpoint yourself: pipdetect convert --help")
+    elif o.all and any(not m.published for m in models):
+        print("\nunpublished: a name of the model zoo, which is not published yet; it works\n"
+              "once it is. Until then, convert the official checkpoint yourself\n"
+              "(pipdetect convert --help) and pass the file with -m FILE.")
     return 0
 
 
@@ -891,7 +911,9 @@ def _load_detector(o: argparse.Namespace, console: _Console) -> LandmarkDetector
         )
     except (PipdetectError, OSError, ImportError, ValueError) as exc:
         what = f"model {o.model!r}" if o.model else "the default model"
-        console.error(f"cannot load {what}: {exc}\n\n{_GET_A_MODEL}")
+        hint = ("\n\nThen run with --model FILE.onnx, the file convert wrote."
+                if "pipdetect convert" in str(exc) else f"\n\n{_GET_A_MODEL}")
+        console.error(f"cannot load {what}: {exc}{hint}")
         return None
 
 

@@ -159,13 +159,17 @@ def as_boxes(boxes: Any, name: str = "box") -> np.ndarray:
         raise InvalidBoxError(
             f"{name} must be (x1, y1, x2, y2) or an (N, 4) array, got shape {np.shape(boxes)}"
         )
-    if not np.all(np.isfinite(arr)):
-        raise InvalidBoxError(f"{name} contains NaN or infinity: {arr.tolist()}")
+    finite = np.all(np.isfinite(arr), axis=1)
+    if not np.all(finite):
+        raise InvalidBoxError(
+            f"the box {arr[~finite][0].tolist()} holds NaN or infinity; a box is four finite "
+            "pixel coordinates (x1, y1, x2, y2)"
+        )
     bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
     if np.any(bad):
         raise InvalidBoxError(
-            f"{name} {arr[bad][0].tolist()} has zero or negative size; boxes are "
-            "(x1, y1, x2, y2) with x2 > x1 and y2 > y1 (pixels)"
+            f"the box {arr[bad][0].tolist()} is empty or inside out: a box is (x1, y1, x2, y2) "
+            "in pixels with x2 > x1 and y2 > y1"
         )
     return arr
 

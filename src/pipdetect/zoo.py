@@ -81,6 +81,7 @@ __all__ = [
     "list_models",
     "parse_manifest",
     "resolve_model",
+    "unpublished_message",
 ]
 
 logger = logging.getLogger("pipdetect")
@@ -141,6 +142,13 @@ class ModelInfo:
     sha256: str | None = None
     """SHA-256 (lower-case hex) of the ONNX file, once published; downloads must match it
     (and :attr:`size`). ``None`` until then (the zoo's manifest is then the only check)."""
+
+    @property
+    def published(self) -> bool:
+        """``True`` for a model you can use by name: bundled, or a zoo file whose size and
+        SHA-256 pipdetect's catalogue records. The zoo is not published yet: its names say
+        ``False``."""
+        return self.bundled or self.sha256 is not None
 
 
 @lru_cache(maxsize=1)
@@ -465,6 +473,29 @@ def resolve_model(
     info = get_model_info(str(name_or_path))
     if info.bundled:
         return bundled_path(info.name)
+    try:
+        return _download(info, repo_id, revision, cache_dir, offline)
+    except (DownloadError, ModelNotFoundError) as exc:
+        if info.published:
+            raise
+        raise type(exc)(f"{unpublished_message(info)}\nThe download attempt said: {exc}") from exc
+
+
+def unpublished_message(info: ModelInfo) -> str:
+    """What to say first about a zoo name while the zoo is not published: that it is not,
+    then what to do instead."""
+    return (
+        f"{info.name!r} is a name of pipdetect's model zoo, which is not published yet: its "
+        "file has not been uploaded, so it cannot be downloaded. Use the bundled default "
+        "model (no model argument), or convert the official PIP-Net checkpoint yourself, "
+        f"without PyTorch: pipdetect convert CHECKPOINT.pth --backbone {info.backbone} "
+        f"--dataset {info.dataset} -o {info.file}, then pass that file's path."
+    )
+
+
+def _download(info: ModelInfo, repo_id: str | None, revision: str | None,
+              cache_dir: str | os.PathLike[str] | None, offline: bool | None) -> Path:
+    """The verified local file of zoo model ``info`` (see :func:`resolve_model`)."""
     req = _check_reachable(_make_request(repo_id, revision, cache_dir, offline, info.file))
     with _exclusive(_lock_path(req, info.file)):
         _remove_stale_downloads(req)

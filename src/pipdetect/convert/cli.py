@@ -17,10 +17,10 @@ examples:
   pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o pipnet-r18-wflw.onnx
   pipdetect convert my_finetune.pth --backbone resnet50 --meanface meanface.txt \\
       --num-nb 10 -o mine.onnx
-  pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o r18.onnx \
+  pipdetect convert epoch59.pth --backbone resnet18 --dataset WFLW -o r18.onnx \\
       --quantize int8 --calibration photos/      # also writes r18-int8.onnx
-  pipdetect convert run/final.pth --backbone efficientnet_lite0 --meanface 300W \
-      --scheme 300w68 --crop-policy run/crop_policy.json --info info.json \
+  pipdetect convert run/final.pth --backbone efficientnet_lite0 --meanface 300W \\
+      --scheme 300w68 --crop-policy run/crop_policy.json --info info.json \\
       --name pipnet-lite0-300w -o pipnet-lite0-300w.onnx   # a model trained with training/
 
 The checkpoint is read without PyTorch and without running any code from it:
