@@ -72,6 +72,9 @@ def test_each_input_fails_alone_whatever_it_does(known_model, photos, tmp_path, 
     import pipdetect.track  # noqa: F401  (imported before load_image is replaced)
 
     header_bomb(photos / "bomb.png")
+    with open(photos / "huge.jpg", "wb") as f:  # over 2 GiB, sparse: no disk used
+        f.write((photos / "a.jpg").read_bytes()[:2000])
+        f.truncate(2**31 + 100)
     (photos / "cut.jpg").write_bytes((photos / "a.jpg").read_bytes()[:600])
     for name in ("cv2.jpg", "memory.jpg", "detect.jpg"):
         (photos / name).write_bytes((photos / "a.jpg").read_bytes())
@@ -103,10 +106,10 @@ def test_each_input_fails_alone_whatever_it_does(known_model, photos, tmp_path, 
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert all(line.startswith("pipdetect: ") for line in lines)
-    for bad in ("bomb.png", "cut.jpg", "cv2.jpg", "memory.jpg", "detect.jpg"):
+    for bad in ("bomb.png", "huge.jpg", "cut.jpg", "cv2.jpg", "memory.jpg", "detect.jpg"):
         assert sum(bad in line for line in lines) == 1, (bad, err)
     assert "not enough memory" in err and "cv2.error" in err and "RuntimeError" in err
-    assert lines[-1].startswith("pipdetect: 2 images, 2 faces, 5 failed")
+    assert lines[-1].startswith("pipdetect: 2 images, 2 faces, 6 failed")
 
 
 # ----------------------------------------------------------------- outputs never destroy inputs

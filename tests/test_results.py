@@ -23,6 +23,7 @@ from pipdetect.results import (
     landmark_array,
     replacing,
     save_npy,
+    write_csv,
 )
 
 
@@ -61,6 +62,12 @@ def test_csv_has_a_row_for_every_input(tmp_path):
     assert [(r["source"], r["face"], r["error"]) for r in table] == [
         ("a.jpg", "0", ""), ("a.jpg", "1", ""), ("none.jpg", "", ""), ("bad.jpg", "", "broken")]
     assert table[0]["x2"] == "2.0" and table[2]["x0"] == "" and table[3]["score"] == ""
+    failed_first = [error_record("bad.jpg", "broken"), image_doc("a.jpg", 1)]
+    buf = io.StringIO()
+    write_csv(buf, failed_first, num_landmarks=3)
+    assert {len(r) for r in csv.reader(io.StringIO(buf.getvalue()))} == {len(csv_header(3))}
+    with pytest.raises(ValueError, match="same number of points"):
+        csv_text([image_doc("a.jpg", 1), image_doc("b.jpg", 1, n=4)])
 
 
 def test_a_results_file_is_replaced_whole_or_not_at_all(tmp_path):

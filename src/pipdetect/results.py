@@ -252,14 +252,15 @@ def csv_rows(record: dict[str, Any], num_landmarks: int | None = None) -> Iterat
             )
 
 
-def write_csv(stream: IO[str], records: Iterable[dict[str, Any]], header: bool = True) -> None:
+def write_csv(stream: IO[str], records: Iterable[dict[str, Any]], header: bool = True,
+              num_landmarks: int | None = None) -> None:
     """Write documents as CSV rows (header first unless ``header=False``).
 
-    All documents must have the same ``num_landmarks``; an :func:`error_record` takes
-    the width of the documents before it.
+    All documents must have the same ``num_landmarks``; an :func:`error_record` has the
+    width of the documents before it, or of ``num_landmarks`` when it comes first.
     """
     writer = csv.writer(stream, lineterminator="\n")
-    n: int | None = None
+    n = num_landmarks
     for record in records:
         if "num_landmarks" not in record:
             pass
