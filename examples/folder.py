@@ -21,7 +21,7 @@ from pipdetect import LandmarkDetector, PipdetectError
 from pipdetect.draw import draw_faces
 from pipdetect.image import load_image
 from pipdetect.results import image_record, write_csv
-from pipdetect.video import IMAGE_EXTENSIONS
+from pipdetect.video import find_images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PipdetectError, OSError) as exc:
         print(f"Could not load a model: {exc}\n(see examples/quickstart.py)", file=sys.stderr)
         return 2
-    paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    paths = find_images(args.folder)  # the images the command line reads (-r: recursive=True)
     args.output.mkdir(parents=True, exist_ok=True)
     records, failed, faces_total = [], 0, 0
     start = time.perf_counter()
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 chunk.append((path, load_image(path)))
             except (PipdetectError, OSError) as exc:
-                print(f"skipping {path}: {exc}", file=sys.stderr)
+                print(f"skipping: {exc}", file=sys.stderr)  # the message names the file
                 failed += 1
         # all faces of the chunk's images through the network together
         results = detector.detect_batch([img for _, img in chunk])

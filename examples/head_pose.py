@@ -17,13 +17,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipdetect import LandmarkDetector, PipdetectError
+from pipdetect.image import load_image
 from pipdetect.track import Tracker
-from pipdetect.video import open_frames
+from pipdetect.video import IMAGE_EXTENSIONS, open_frames
 
 # A rough average head, in millimetres, nose tip at the origin; x to the subject's left
 # (the image's right), y down, z away from the camera (OpenCV's camera axes).
@@ -78,11 +81,36 @@ def main(argv: list[str] | None = None) -> int:
     except (PipdetectError, OSError, ValueError) as exc:
         print(f"Could not set up a 68-point detector: {exc}", file=sys.stderr)
         return 2
-    frames, _ = open_frames(source)
+    # OpenCV's own warnings (e.g. about a missing camera) off: the message below says it.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        seen = follow(tracker, source)
+    except (PipdetectError, OSError) as exc:  # no camera, a bad file: say so, no traceback
+        hint = (" (no camera here? pass a video file or a photo instead)"
+                if isinstance(source, int) else "")
+        print(f"Could not read the frames: {exc}{hint}", file=sys.stderr)
+        return 1
+    if seen is None:
+        print(f"Could not read any frame from {args.source}", file=sys.stderr)
+        return 1
+    if seen == 0:
+        print(f"no face found in {args.source}")
+    return 0
+
+
+def follow(tracker: Tracker, source: int | str) -> int | None:
+    """Print pose and blinks per face and frame; returns how many faces were seen
+    (``None`` when not a single frame could be read)."""
+    if isinstance(source, str) and Path(source).suffix.lower() in IMAGE_EXTENSIONS:
+        frames: Iterable[np.ndarray] = [load_image(source)]  # a photo: one frame
+    else:
+        frames, _ = open_frames(source)
     closed: dict[int, int] = {}
     blinks: dict[int, int] = {}
+    seen = None
     for frame in frames:  # your own loop: grab, process, display ...
         faces = tracker.update(frame)
+        seen = (seen or 0) + len(faces)
         h, w = frame.shape[:2]
         for face in faces:
             tid = face.track_id if face.track_id is not None else -1
@@ -94,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 blinks[tid] = blinks.get(tid, 0) + 1
             print(f"frame {faces.frame_index:5d}  face {tid}: yaw {yaw:6.1f}  pitch "
                   f"{pitch:6.1f}  roll {roll:6.1f}  EAR {ear:.2f}  blinks {blinks.get(tid, 0)}")
-    return 0
+    return seen
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     faces = detector.detect(image)
     print(f"{len(faces)} face(s) in {args.image} with model {detector.spec.name!r}")
     for i, face in enumerate(faces):
-        print(f"  face {i}: box {face.box}, first landmark {face.landmarks[0].tolist()}")
+        x, y = face.landmarks[0]
+        print(f"  face {i}: {face}; first landmark ({x:.1f}, {y:.1f}) px")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), draw_faces(image, faces, boxes=True))

@@ -5,9 +5,12 @@
     python examples/ray_batch.py photos/ -o landmarks/ --model my.onnx --actors 4 --threads 1
     python examples/ray_batch.py --benchmark                              # numbers, see below
 
-One row per image, the CLI's JSON document of it (source, width, height, model,
-scheme, num_landmarks, faces with box, crop, score, landmarks and per-landmark
-scores) plus ``error``; read it back with ``pandas.read_parquet("landmarks/")``.
+The images are those the command line reads from the folder (by extension, sorted;
+sub-folders only with ``-r``); other files are left alone, not counted as failures.
+A local Ray instance is started quietly (warnings only, bound to 127.0.0.1) unless
+Ray is already running. One row per image, the CLI's JSON document of it (source,
+width, height, model, scheme, num_landmarks, faces with box, crop, score, landmarks
+and per-landmark scores) plus ``error``; read it back with ``pandas.read_parquet("landmarks/")``.
 Bad files become rows with ``error`` set; the exit status is 1 if any failed.
 
 ``--benchmark`` makes ~200 photos from the bundled astronaut (scaled, flipped,
@@ -27,6 +30,7 @@ done by the actors), so they can run while the actors hold every core.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -44,18 +48,42 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def start_ray(num_cpus: int | None = None) -> bool:
+    """Start a quiet local Ray instance bound to 127.0.0.1, unless Ray is already running
+    (then it is used as it is). Returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             _node_ip_address="127.0.0.1",  # a local instance listens on loopback only
+             log_to_driver=False, logging_level="error")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no INFO line per dataset
+    # nor a warning that the progress bars, switched off just above, are off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    return True
+
+
 def run_ray(
-    folder: Path, output: Path, model: str | None, *, actors: int, threads: int, batch_size: int
+    folder: Path, output: Path, model: str | None, *, actors: int, threads: int, batch_size: int,
+    recursive: bool = False,
 ) -> float:
-    """Landmark ``folder`` into Parquet at ``output``; returns the wall time in seconds."""
+    """Landmark the images of ``folder`` into Parquet at ``output``; returns the wall time in
+    seconds. The images are those the command line would read (``find_images``: by
+    extension, sub-folders only when ``recursive``); other files are not read."""
     import ray
 
     from pipdetect.integrations.ray import detect_landmarks
+    from pipdetect.video import find_images
 
     start = time.perf_counter()
+    paths = [str(p) for p in find_images(folder, recursive)]
     # Reads and writes get 0 CPUs (the actors hold the cores; these only move bytes)
     # and at most one task per actor (0-CPU tasks would otherwise each start a worker).
-    ds = ray.data.read_binary_files(str(folder), include_paths=True, num_cpus=0, concurrency=actors)
+    ds = ray.data.read_binary_files(paths, include_paths=True, num_cpus=0, concurrency=actors)
     landmarks = detect_landmarks(ds, model, actors=actors, threads=threads, batch_size=batch_size)
     landmarks.write_parquet(str(output), ray_remote_args={"num_cpus": 0}, concurrency=actors)
     return time.perf_counter() - start
@@ -77,7 +105,9 @@ def run_api(folder: Path, model: str, *, threads: int, batch_size: int) -> float
 
     start = time.perf_counter()
     det = LandmarkDetector(model, threads=threads)
-    paths = sorted(folder.iterdir())
+    from pipdetect.video import find_images
+
+    paths = find_images(folder)
     for i in range(0, len(paths), batch_size):
         det.detect_batch(paths[i : i + batch_size])
     return time.perf_counter() - start
@@ -129,8 +159,7 @@ def benchmark(args: argparse.Namespace) -> int:
     print(f"{args.count} photos in {folder}, model {model}, {cores} CPU cores")
     print("load average before: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    started = start_ray(num_cpus=cores)
     bs = args.batch_size
     variants: dict[str, Callable[[Path], float]] = {
         "CLI, 1 thread": lambda o: run_cli(folder, o, model, threads=1),
@@ -152,7 +181,8 @@ def benchmark(args: argparse.Namespace) -> int:
         for v, (name, fn) in enumerate(variants.items()):
             times[name].append(fn(work / f"out-{r}-{v}"))
             print(f"  round {r + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
     print(f"\n| variant | wall time (median of {args.repeats}) | images/s |")
     print("|---|---|---|")
@@ -169,6 +199,8 @@ def benchmark(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, help="folder of images")
+    parser.add_argument("-r", "--recursive", action="store_true",
+                        help="also the images of sub-folders (as pipdetect -r)")
     parser.add_argument("-o", "--output", type=Path, default=Path("landmarks"))
     parser.add_argument("--model", default=None, help="model file or zoo name")
     parser.add_argument(
@@ -184,18 +216,23 @@ def main(argv: list[str] | None = None) -> int:
         return benchmark(args)
     if args.folder is None or not args.folder.is_dir():
         parser.error("give a folder of images (or --benchmark)")
+    from pipdetect.video import find_images
+
+    if not find_images(args.folder, args.recursive):
+        print(f"no images in {args.folder}" + ("" if args.recursive else
+              " (sub-folders are read with -r)"), file=sys.stderr)
+        return 1
 
     import ray
 
-    ray.init(include_dashboard=False)
-    seconds = run_ray(
-        args.folder,
-        args.output.resolve(),
-        args.model,
-        actors=args.actors,
-        threads=args.threads,
-        batch_size=args.batch_size,
-    )
+    started = start_ray()
+    try:
+        seconds = run_ray(args.folder, args.output.resolve(), args.model, actors=args.actors,
+                          threads=args.threads, batch_size=args.batch_size,
+                          recursive=args.recursive)
+    finally:
+        if started:
+            ray.shutdown()
     import pyarrow.parquet as pq
 
     table = pq.read_table(args.output, columns=["source", "faces", "error"]).to_pandas()
@@ -207,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for _, row in table[failed].iterrows():
         print(f"  {row['source']}: {row['error']}")
-    ray.shutdown()
     return 1 if failed.any() else 0
 
 

@@ -23,7 +23,7 @@ import pytest
 import ray
 import ray.data
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 from hubserver import HubStandIn
 from modelfactory import make_spec, random_model
 from pipdetect import LandmarkDetector
@@ -45,6 +45,7 @@ def ray_local() -> Iterator[None]:
     ray.init(
         address="local",
         num_cpus=2,
+        _node_ip_address="127.0.0.1",  # listen on loopback only
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=100 * 1024**2,
@@ -334,3 +335,39 @@ def test_missing_ray_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 'pip install ".[ray]"' in out.stdout, out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------- examples/ray_batch.py
+def test_ray_batch_example_reads_the_folder_as_the_cli_does(
+    ray_local: None, folder: Path, model_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Images only (notes.txt is not a failure), sub-folders only with -r, and the Ray
+    instance already running is used, not restarted."""
+    batch = load_script(ROOT / "examples" / "ray_batch.py", "ray_batch_example")
+    work = tmp_path / "photos"
+    work.mkdir()
+    for name in ("original.jpg", NO_FACE):
+        (work / name).write_bytes((folder / name).read_bytes())
+    (work / "notes.txt").write_text("not an image")
+    (work / "sub").mkdir()
+    (work / "sub" / "inner.png").write_bytes((folder / "small.png").read_bytes())
+    args = [str(work), "--model", str(model_path), "--actors", "1"]
+    assert batch.main([*args, "-o", str(tmp_path / "flat")]) == 0
+    assert "2 images" in capsys.readouterr().out and ray.is_initialized()
+    names = sorted(Path(s).name for s in pq.read_table(tmp_path / "flat")["source"].to_pylist())
+    assert names == sorted(["original.jpg", NO_FACE])
+    assert batch.main([*args, "-r", "-o", str(tmp_path / "deep")]) == 0
+    assert "3 images, " in capsys.readouterr().out
+
+
+def test_ray_batch_example_starts_a_quiet_ray_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = load_script(ROOT / "examples" / "ray_batch.py", "ray_batch_example")
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    assert batch.start_ray(num_cpus=1) is True
+    (kwargs,) = calls
+    assert kwargs["_node_ip_address"] == "127.0.0.1" and kwargs["address"] == "local"
+    assert kwargs["log_to_driver"] is False and kwargs["logging_level"] in ("error", "warning")
+    assert kwargs["include_dashboard"] is False

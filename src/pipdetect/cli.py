@@ -429,7 +429,7 @@ def _check_options(o: argparse.Namespace) -> None:
 def _find_inputs(opts: argparse.Namespace) -> list[_Item]:
     """The inputs in the order given: files named, then the images of folders (sorted).
     Missing inputs and empty folders become "missing" items, which fail in their turn."""
-    from .video import is_video_path
+    from .video import find_images, is_video_path
 
     if opts.camera is not None:
         return [_Item(Path("camera.mp4"), "camera", Path("camera"))]
@@ -437,7 +437,7 @@ def _find_inputs(opts: argparse.Namespace) -> list[_Item]:
     for text in opts.inputs:
         path = Path(text)
         if path.is_dir():
-            found = _scan(path, opts.recursive)
+            found = find_images(path, opts.recursive)
             if not found:
                 why = "no images in this folder" + ("" if opts.recursive else
                                                     " (use -r for sub-folders)")
@@ -448,21 +448,6 @@ def _find_inputs(opts: argparse.Namespace) -> list[_Item]:
         else:
             items.append(_Item(path, "video" if is_video_path(path) else "image", Path(path.name)))
     return items
-
-
-def _scan(folder: Path, recursive: bool) -> list[Path]:
-    """The images of a folder, sorted, without pipdetect's own drawings of them
-    (``NAME_landmarks.EXT`` beside ``NAME.*``)."""
-    from .video import IMAGE_EXTENSIONS
-
-    try:
-        found = sorted(p for p in folder.glob("**/*" if recursive else "*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    except OSError:
-        return []
-    names = {(p.parent, p.stem) for p in found} | {(p.parent, p.name) for p in found}
-    return [p for p in found
-            if not (p.stem.endswith("_landmarks") and (p.parent, p.stem[:-10]) in names)]
 
 
 def _plan(opts: argparse.Namespace) -> _Plan:

@@ -22,6 +22,7 @@ __all__ = [
     "VideoFrames",
     "VideoInfo",
     "VideoTruncatedWarning",
+    "find_images",
     "is_video_path",
     "open_frames",
     "open_writer",
@@ -56,6 +57,22 @@ class VideoInfo:
     width: int | None = None
     height: int | None = None
     frame_count: int | None = None
+
+
+def find_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """The images of a folder as the command line reads them: files with an image
+    extension (:data:`IMAGE_EXTENSIONS`), sorted; sub-folders only when ``recursive``;
+    other files (notes, videos) left out, and pipdetect's own drawings
+    (``NAME_landmarks.EXT`` beside ``NAME.*``) too. An unreadable folder gives ``[]``."""
+    root = Path(folder)
+    try:
+        found = sorted(p for p in root.glob("**/*" if recursive else "*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError:
+        return []
+    names = {(p.parent, p.stem) for p in found} | {(p.parent, p.name) for p in found}
+    return [p for p in found
+            if not (p.stem.endswith("_landmarks") and (p.parent, p.stem[:-10]) in names)]
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
