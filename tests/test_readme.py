@@ -136,3 +136,12 @@ def test_nobody_installs_from_a_package_index() -> None:
     offenders = [str(f.relative_to(ROOT)) for f in files
                  if re.search(r"pip install ['\"]?pipdetect\b", f.read_text())]
     assert not offenders, offenders
+
+
+def test_every_public_name_is_in_the_api_page() -> None:
+    """docs/api.md is the reference: every name of ``pipdetect.__all__`` appears there."""
+    import pipdetect
+
+    page = (DOCS / "api.md").read_text()
+    missing = [name for name in pipdetect.__all__ if f"`{name}" not in page]
+    assert not missing, f"docs/api.md does not mention {missing}"
