@@ -145,3 +145,20 @@ def test_every_public_name_is_in_the_api_page() -> None:
     page = (DOCS / "api.md").read_text()
     missing = [name for name in pipdetect.__all__ if f"`{name}" not in page]
     assert not missing, f"docs/api.md does not mention {missing}"
+
+
+def test_the_first_five_minutes_of_the_api_page_run(tmp_path: Path) -> None:
+    """The API page's first code block runs as written, from the checkout, and prints what
+    its comments say."""
+    import subprocess
+    import sys
+
+    page = (DOCS / "api.md").read_text()
+    code = page[page.index("## First five minutes"):].split("```python\n", 1)[1].split("```")[0]
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Face(68 points 300w68, box=(" in out and "(1, 68, 2)" in out
+    assert "no face found" in out
+    assert not re.findall(r"\d\.\d{4,}", out), out
