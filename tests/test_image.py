@@ -326,3 +326,18 @@ def test_corrupted_headers_give_an_image_or_invalid_image(ext, data):
 def test_header_reader_never_raises(prefix, tail):
     size = image_header_size(prefix + tail)
     assert size is None or (size[0] > 0 and size[1] > 0)
+
+
+def test_a_pil_image_is_size_checked_before_it_is_read():
+    """A PIL image opened from a header bomb is decoded only when its pixels are asked
+    for: its declared size is refused first (the pixels are never touched here)."""
+
+    class Bomb(_ArrayImage):
+        size = (60_000, 60_000)
+
+        @property
+        def __array_interface__(self) -> dict:
+            raise AssertionError("pixels read before the size was checked")
+
+    with pytest.raises(InvalidImageError, match="PIL image of 60000x60000 pixels is larger"):
+        load_image(Bomb(np.zeros((1, 1, 3), np.uint8), "RGB"))

@@ -121,7 +121,8 @@ def load_image(image: Any, color: str = "bgr") -> np.ndarray:
             "image is None; if it came from cv2.imread, the file could not be read "
             "(pass the path instead to get a precise error)"
         )
-    if not isinstance(image, np.ndarray) and hasattr(image, "__array_interface__") and (
+    # On the type: PIL's __array_interface__ is a property that decodes the whole image.
+    if not isinstance(image, np.ndarray) and hasattr(type(image), "__array_interface__") and (
         hasattr(image, "mode")
     ):
         return _from_pil(image)
@@ -145,6 +146,9 @@ def _from_pil(image: Any) -> np.ndarray:
             f"PIL image in mode {mode!r}: pipdetect reads modes {', '.join(PIL_MODES)}; "
             "convert it first with image.convert('RGB')"
         )
+    size = getattr(image, "size", None)  # (width, height): checked before PIL decodes it
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        _check_size((size[1], size[0]), "PIL image")
     return _convert(np.asarray(image), "bgr" if mode == "L" else "rgb")
 
 
