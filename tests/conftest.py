@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -8,6 +9,10 @@ from types import ModuleType
 import cv2
 import numpy as np
 import pytest
+
+# Any Ray a test starts is a loopback-only node: Ray reads this when it is imported
+# (tests/raylocal.py; test_ray checks the listening sockets).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

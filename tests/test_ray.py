@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from modelfactory import make_spec, random_model
 from pipdetect import LandmarkDetector
 from pipdetect.integrations.ray import PipdetectPredictor, detect_landmarks, output_schema
 from pipdetect.results import image_record
+from raylocal import LOOPBACK_ENV, listening_addresses
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +43,8 @@ NO_FACE = "gradient.png"
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A fresh local Ray instance with 2 CPUs, as light as Ray allows."""
+    """A fresh local Ray instance with 2 CPUs, as light as Ray allows, on 127.0.0.1 only."""
+    assert all(os.environ.get(k) == v for k, v in LOOPBACK_ENV.items())  # conftest.py
     ray.init(
         address="local",
         num_cpus=2,
@@ -58,6 +61,15 @@ def ray_local() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def test_ray_listens_on_loopback_only(ray_local: None) -> None:
+    """The node reports 127.0.0.1 and no Ray process listens on any other address."""
+    assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+    listening = listening_addresses()
+    if sys.platform.startswith("linux"):
+        assert {"gcs_server", "raylet"} <= set().union(*listening.values()), listening
+    assert set(listening) <= {"127.0.0.1", "::1"}, listening
 
 
 @pytest.fixture(scope="module")
