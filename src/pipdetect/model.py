@@ -207,12 +207,28 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _LongInteger:
+    """Stands for an integer of too many digits in metadata JSON (never converted: a
+    5000-digit string would cost quadratic time, and Python refuses over 4300)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+def _not_finite(value: Any) -> str:
+    return " (too large for a float, or NaN / Infinity)" if isinstance(value, float) and (
+        not math.isfinite(value)) else ""
+
+
 def _integer(lo: int, hi: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)
         if type(value) is not int and not isinstance(value, np.integer):
-            raise _Bad(f"must be an integer, got {_short(value)}")
+            raise _Bad(f"must be an integer, got {_short(value)}{_not_finite(value)}")
         if not lo <= value <= hi:
             raise _Bad(f"must be between {lo} and {hi}, got {_short(value)}")
         return int(value)
@@ -225,7 +241,8 @@ def _number(value: Any, lo: float, hi: float) -> float:
         raise _Bad(f"must hold numbers, got {_short(value)}")
     number = float(value)
     if not (math.isfinite(number) and lo <= number <= hi):
-        raise _Bad(f"values must be finite and within [{lo:g}, {hi:g}], got {_short(value)}")
+        raise _Bad(f"values must be finite and within [{lo:g}, {hi:g}], got "
+                   f"{_short(value)}{_not_finite(value)}")
     return number
 
 
@@ -259,7 +276,21 @@ def _json_object(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise _Bad(f"must be a JSON object or null, got {_short(value)}")
+    _plain_json(value, "")
     return dict(value)
+
+
+def _plain_json(value: Any, path: str) -> None:
+    """Free-form JSON (accuracy, provenance) holds only finite numbers and sane integers."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _plain_json(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{path}[{i}]")
+    elif isinstance(value, _LongInteger) or (isinstance(value, float)
+                                            and not math.isfinite(value)):
+        raise _Bad(f"{path[1:] or 'value'} is {_short(value)}{_not_finite(value)}")
 
 
 def _meanface(value: Any) -> np.ndarray:
@@ -311,9 +342,10 @@ def parse_metadata(text: Any, source: str = "model") -> Any:
     """The JSON value of a model's metadata text, parsed within bounds.
 
     Refused with :class:`~pipdetect.errors.ModelFormatError`: text over
-    :data:`MAX_METADATA_CHARS`, nesting deeper than :data:`MAX_METADATA_DEPTH`,
-    integers of more than 30 digits, non-finite numbers (``NaN``, ``Infinity``,
-    ``1e400``) and invalid JSON.
+    :data:`MAX_METADATA_CHARS`, nesting deeper than :data:`MAX_METADATA_DEPTH`
+    and invalid JSON. Integers of more than 30 digits are never converted (a
+    placeholder stands for them), and non-finite numbers (``NaN``, ``Infinity``,
+    ``1e400``) are kept: the check of the field that holds one refuses it by name.
     """
     if not isinstance(text, str):
         raise ModelFormatError(f"{source}: pipdetect metadata must be text")
@@ -329,25 +361,13 @@ def parse_metadata(text: Any, source: str = "model") -> Any:
             f"{MAX_METADATA_DEPTH}; this is not a pipdetect model"
         )
 
-    def parse_int(digits: str) -> int:
+    def parse_int(digits: str) -> int | _LongInteger:
         if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
-            raise _Bad(f"an integer of {len(digits)} digits")
+            return _LongInteger(len(digits.lstrip("-")))
         return int(digits)
 
-    def parse_float(digits: str) -> float:
-        value = float(digits)
-        if not math.isfinite(value):
-            raise _Bad(f"the number {digits[:40]} is too large for a float")
-        return value
-
-    def parse_constant(name: str) -> float:
-        raise _Bad(f"{name} is not a number pipdetect accepts")
-
-    try:
-        return json.loads(text, parse_int=parse_int, parse_float=parse_float,
-                          parse_constant=parse_constant)
-    except _Bad as exc:
-        raise ModelFormatError(f"{source}: pipdetect metadata holds {exc}") from None
+    try:  # 1e400 parses as inf, NaN and Infinity as themselves: FIELDS refuse them by name
+        return json.loads(text, parse_int=parse_int)
     except (ValueError, RecursionError) as exc:
         raise ModelFormatError(
             f"{source}: pipdetect metadata is not valid JSON ({_first_line(exc)})"
