@@ -5,8 +5,8 @@
 
 Each case runs in a fresh interpreter and reports its peak resident memory
 (``VmHWM``, Linux) and the time of the call alone. Part 1 loads the largest images the
-default limit accepts (100 MP: a 12500 x 8000 picture as PNG, JPEG, BMP and
-uncompressed 16-bit TIFF). Part 2 feeds the hostile files of the test suite
+default limit accepts (100 MP: a 12500 x 8000 picture as PNG, JPEG, BMP,
+uncompressed 16-bit TIFF and progressive JPEG). Part 2 feeds the hostile files of the test suite
 (``tests/hostilefiles.py`` and the metadata of ``tests/test_model_format.py``):
 each must be refused with pipdetect's own error, in under 5 s. The figures in
 docs/security.md ("Limits") come from here.
@@ -64,6 +64,10 @@ def big_images(folder: Path) -> list[tuple[str, str, str]]:
     cv2.imwrite(str(folder / "big16.tif"), image.astype(np.uint16) * 257,
                 [cv2.IMWRITE_TIFF_COMPRESSION, 1])
     files["TIFF 16-bit, uncompressed"] = "big16.tif"
+    cv2.imwrite(str(folder / "prog.jpg"), image, [
+        cv2.IMWRITE_JPEG_PROGRESSIVE, 1,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    files["JPEG progressive 4:4:4"] = "prog.jpg"
     setup = "from pipdetect.image import load_image"
     return [(f"100 MP {kind}", setup, f"load_image({str(folder / name)!r})")
             for kind, name in files.items()]

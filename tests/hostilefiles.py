@@ -128,3 +128,14 @@ def shared_nest(depth: int = 45) -> bytes:
     loop: list = []
     loop += [loop, loop]
     return pickle.dumps({"w": nest, "loop": loop}, protocol=2)
+
+
+def png_zeros(width: int, height: int) -> bytes:
+    """A valid black RGB PNG of any size, compressed row by row (a 9000^2 one is 240 kB
+    and costs no memory to make)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * width)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))

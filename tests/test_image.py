@@ -166,7 +166,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 
-from hostilefiles import FORMATS, encoded, png_bomb, set_header_size  # noqa: E402
+from hostilefiles import FORMATS, encoded, png_bomb, png_zeros, set_header_size  # noqa: E402
 from pipdetect.image import (  # noqa: E402
     MAX_PIXELS,
     PIXELS_ENV,
@@ -348,3 +348,24 @@ def test_a_pil_image_is_size_checked_before_it_is_read():
 
     with pytest.raises(InvalidImageError, match="PIL image of 60000x60000 pixels is larger"):
         load_image(Bomb(np.zeros((1, 1, 3), np.uint8), "RGB"))
+
+
+@LINUX_ONLY
+def test_out_of_memory_is_an_invalid_image_error(tmp_path):
+    """With 150 MB of address space left, a 9000^2 PNG (243 MB decoded) and a 9000^2 uint16
+    array fail as InvalidImageError, never a raw cv2.error or MemoryError."""
+    path = tmp_path / "black.png"
+    path.write_bytes(png_zeros(9000, 9000))
+    _, _, out = _peak_mb(f"""
+        vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 150 * 2**20, resource.RLIM_INFINITY))
+        for image in ({str(path)!r}, np.broadcast_to(np.zeros((1, 1), np.uint16), (9000, 9000))):
+            try:
+                load_image(image)
+                print("accepted")
+            except InvalidImageError as exc:
+                print("refused", exc)
+    """)
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused") for line in lines), out
+    assert "not enough memory" in lines[0] and "not enough memory" in lines[1]

@@ -221,14 +221,19 @@ def _convert(arr: np.ndarray, color: str) -> np.ndarray:
     src = src[:, :, :3] if channels == 4 else src
     if color == "rgb" and src.shape[2] == 3:
         src = src[:, :, ::-1]
-    if src.dtype == np.uint8 and src.shape[2] == 3:
-        return np.ascontiguousarray(src)
-    h, w = src.shape[:2]
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    rows = max(1, _BLOCK_ELEMENTS // max(1, w * src.shape[2]))
-    for start in range(0, h, rows):
-        out[start : start + rows] = _to_uint8(src[start : start + rows])
-    return out
+    try:
+        if src.dtype == np.uint8 and src.shape[2] == 3:
+            return np.ascontiguousarray(src)
+        h, w = src.shape[:2]
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        rows = max(1, _BLOCK_ELEMENTS // max(1, w * src.shape[2]))
+        for start in range(0, h, rows):
+            out[start : start + rows] = _to_uint8(src[start : start + rows])
+        return out
+    except MemoryError:
+        raise InvalidImageError(
+            f"not enough memory to convert a {src.shape[1]}x{src.shape[0]} image"
+        ) from None
 
 
 def _to_uint8(block: np.ndarray) -> np.ndarray:
@@ -298,7 +303,8 @@ def _cv2_call(decode: Callable[[], Any], source: str) -> Any:
     except (cv2.error, MemoryError, OverflowError, UnicodeError) as exc:
         if isinstance(exc, UnicodeError):
             return None
-        kind = "not enough memory" if isinstance(exc, MemoryError) else "OpenCV cannot decode it"
+        short = isinstance(exc, MemoryError) or "alloc" in str(exc).lower()
+        kind = "not enough memory to decode it" if short else "OpenCV cannot decode it"
         raise InvalidImageError(f"{source}: corrupt or unsupported image ({kind})") from None
 
 
