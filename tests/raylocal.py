@@ -20,7 +20,8 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """Set by conftest.py before anything imports Ray (Ray reads it once, at import)."""
 
 
-def _descendants(root: int) -> set[int]:
+def descendants(root: int) -> set[int]:
+    """Process ids of every descendant of ``root`` (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -55,7 +56,7 @@ def listening_addresses() -> dict[str, set[str]]:
     if not sys.platform.startswith("linux"):  # pragma: no cover
         return {}
     inodes: dict[str, str] = {}
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
             for fd in Path(f"/proc/{pid}/fd").iterdir():

@@ -10,6 +10,7 @@ of a plain single-process run.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import ray.data
 from modelfactory import make_spec, random_model
 from pipdetect import LandmarkDetector
 from pipdetect.integrations.ray import detect_landmarks
-from raylocal import listening_addresses
+from raylocal import descendants, listening_addresses
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -75,6 +76,21 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, wflw_meanface: np.ndarr
     return random_model(tmp_path_factory.mktemp("model") / "random.onnx", spec, seed=5)
 
 
+ACTOR = "ray::MapWorker(MapBatches(PipdetectPredictor))"
+
+
+def _processes_of(node: Any) -> set[str]:
+    """Command lines of the processes a Ray node (its raylet) runs."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    names = set()
+    for pid in descendants(raylet):
+        try:
+            names.add(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        except OSError:
+            continue
+    return names
+
+
 def test_a_node_dies_and_no_image_is_lost_or_doubled(
     cluster: Any, folder: Path, model_path: Path
 ) -> None:
@@ -97,6 +113,8 @@ def test_a_node_dies_and_no_image_is_lost_or_doubled(
         rows.append(row)
         if killed_after is None and len(rows) >= 3:
             killed_after = len(rows)
+            if sys.platform.startswith("linux"):  # the node dies with a model actor on it
+                assert ACTOR in _processes_of(worker)
             cluster.remove_node(worker, allow_graceful=False)
             cluster.add_node(**NODE)
     assert killed_after is not None and killed_after < IMAGES  # the node died mid-job
