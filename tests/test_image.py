@@ -369,3 +369,21 @@ def test_out_of_memory_is_an_invalid_image_error(tmp_path):
     lines = out.splitlines()
     assert len(lines) == 2 and all(line.startswith("refused") for line in lines), out
     assert "not enough memory" in lines[0] and "not enough memory" in lines[1]
+
+
+def test_files_are_read_without_mmap_too(tmp_path, monkeypatch, astronaut):
+    """Where memory-mapping fails (some network or FUSE file systems) the file is read
+    into memory and checked the same way."""
+    import cv2
+
+    def no_mmap(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(np, "memmap", no_mmap)
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), astronaut)
+    np.testing.assert_array_equal(load_image(path), astronaut)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(30_000, 30_000))
+    with pytest.raises(InvalidImageError, match="larger than pipdetect accepts"):
+        load_image(bomb)

@@ -263,12 +263,18 @@ def _read_file(path: Path) -> np.ndarray:
     if size == 0:
         raise InvalidImageError(f"{path}: empty file, nothing to decode")
     try:
-        _check_header(np.memmap(path, dtype=np.uint8, mode="r"), str(path))  # unmapped after
-    except OSError as exc:
-        raise InvalidImageError(f"{path}: cannot read the file ({exc})") from None
-    image = _cv2_call(lambda: cv2.imread(str(path), cv2.IMREAD_COLOR), str(path))
+        header = np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):  # a file system without mmap: read it whole instead
+        image = None
+    else:
+        _check_header(header, str(path))
+        del header  # unmaps
+        image = _cv2_call(lambda: cv2.imread(str(path), cv2.IMREAD_COLOR), str(path))
     if image is None:
-        data = np.fromfile(str(path), dtype=np.uint8, count=limit + 1)
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8, count=limit + 1)
+        except OSError as exc:
+            raise InvalidImageError(f"{path}: cannot read the file ({exc})") from None
         if data.size > limit:  # grew since stat
             raise InvalidImageError(f"{path}: file is larger than {limit:,} bytes; {_RAISE_HINT}")
         return _decode(data, str(path))
