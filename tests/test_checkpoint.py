@@ -375,3 +375,62 @@ def test_legacy_storages_larger_than_the_file_are_refused_unread(tmp_path: Path)
     path = _legacy_checkpoint(tmp_path / "legacy.pth", pickled, tail=tail)
     with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(path)
+
+
+dims = st.integers(0, 2**31 - 1) | st.integers(0, 70)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tensors=st.dictionaries(
+    st.text("abcw.", min_size=1, max_size=6),
+    st.tuples(st.lists(dims, max_size=4), st.lists(dims, max_size=4), st.sampled_from("01"),
+              st.integers(0, 2**31 - 1)),
+    min_size=1, max_size=4))
+def test_random_tensor_records_give_arrays_or_a_checkpoint_error(tmp_path: Path,
+                                                                 tensors: dict) -> None:
+    """Any sizes, strides and storage sizes over two small storages: the right arrays or a
+    CheckpointError, never another exception, never more memory than the file allows."""
+    records = {name: (tuple(size), tuple(stride), key, numel)
+               for name, (size, stride, key, numel) in tensors.items()}
+    storages = {"archive/data/0": np.arange(16, dtype="<f4").tobytes(),
+                "archive/data/1": np.arange(100, dtype="<f4").tobytes()}
+    path = zip_checkpoint(tmp_path / "fuzz.pth", tensor_pickle(records), storages)
+    try:
+        state = load_checkpoint(path).state_dict
+    except CheckpointError:
+        return
+    lengths = {"0": 16, "1": 100}
+    first: dict[str, int] = {}  # a storage is read once, with the size its first record gives
+    for name, (size, stride, key, numel) in records.items():
+        got = state[name]
+        assert got.shape == size and got.dtype == np.float32
+        flat = np.arange(lengths[key], dtype=np.float32)[: first.setdefault(key, numel)]
+        if got.size:  # the loader checked the bounds: the same view, by NumPy
+            want = np.lib.stride_tricks.as_strided(flat, size, [4 * s for s in stride])
+            np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
+                      max_size=4), layout=st.sampled_from(["zip", "legacy"]))
+def test_damaged_pickles_give_a_state_dict_or_a_checkpoint_error(tmp_path: Path, flips: list,
+                                                                  layout: str) -> None:
+    pickled = bytearray(tensor_pickle({"a.w": ((4, 4), (4, 1), "0", 16),
+                                       "b": ((16,), (1,), "0", 16)}))
+    for at, value in flips:
+        pickled[at % len(pickled)] = value
+    path = tmp_path / "damaged.pth"
+    if layout == "zip":
+        zip_checkpoint(path, bytes(pickled), FOUR_FLOATS | {
+            "archive/data/0": np.arange(16, dtype="<f4").tobytes()})
+    else:
+        tail = pickle.dumps(["0"], protocol=2) + struct.pack("<q", 16)
+        _legacy_checkpoint(path, bytes(pickled),
+                           tail=tail + np.arange(16, dtype="<f4").tobytes())
+    try:
+        state = load_checkpoint(path).state_dict
+    except CheckpointError:
+        return
+    assert all(isinstance(v, np.ndarray) for v in state.values())
