@@ -7,6 +7,8 @@ Needs, besides pipdetect: ``torch`` (random-weight PIP-Nets of the real
 architectures, converted with ``pipdetect.convert``, and the PyTorch reference)
 and, for the dlib comparison, ``dlib-bin`` and ``face-recognition-models``.
 Sections whose requirements are missing are reported as skipped, with the reason.
+A full run also measures the bundled default model (``pipnet-lite0-300w``, trained
+weights, no PyTorch twin) after the random-weight ResNets, unless ``--no-default-model``.
 ``--model FILE.onnx`` benchmarks existing pipdetect model files instead (no
 PyTorch twin: the PyTorch reference is skipped for them).
 
@@ -647,7 +649,7 @@ def targets(results: dict[str, Any], photos: dict[str, Any], cold: dict[str, Any
 def markdown(report: dict[str, Any]) -> str:
     lines: list[str] = []
     meta = report["meta"]
-    lines.append(f"Measured {meta['date']} on {meta['cpu']} ({meta['cores']} cores), "
+    lines.append(f"Measured {meta['date']} on {meta.get('cpu_summary') or meta['cpu']}, "
                  f"Python {meta['python']}, onnxruntime {meta['onnxruntime']}, "
                  f"torch {meta.get('torch')}, dlib {meta.get('dlib')}; "
                  f"{'quick run' if meta['quick'] else 'full run'}, medians of "
@@ -735,8 +737,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     drift = {n: r["int8_drift"] for n, r in models.items() if "int8_drift" in r}
     if drift:
-        lines.append("**int8 vs fp32 landmarks, same photos and crops (random weights: see "
-                     "README)**")
+        lines.append("**int8 vs fp32 landmarks, same photos and crops (the ResNets have random "
+                     "weights: see README; pipnet-lite0-300w is trained)**")
         lines.append("")
         lines.append("| model | faces | landmarks: median / p95 / max px | cells flipped | "
                      "offsets, same cell: median / p95 / max px | score error p99 | "
@@ -841,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-dlib", action="store_true", help="skip dlib")
     parser.add_argument("--no-int8", action="store_true", help="skip int8 quantisation")
+    parser.add_argument("--no-default-model", action="store_true",
+                        help="without --model: do not also measure the bundled default model")
     parser.add_argument("--out", type=Path, default=HERE / "results.json",
                         help="JSON output (default benchmarks/results.json)")
     parser.add_argument("--markdown", type=Path, default=None,
@@ -877,6 +881,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
         models = build_models(names, workdir)
+        if not args.no_default_model:
+            from pipdetect.zoo import bundled_path
+
+            models.update(given_models([str(bundled_path())]))  # the model LandmarkDetector() runs
     calib, drift_photos, calib_note = calibration_and_drift_photos(args.quick)
     head = next(iter(models))
 

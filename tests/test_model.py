@@ -214,10 +214,44 @@ def test_which_int8_records_are_full_range(fake_cpu, record, full_range):
     assert int8_warning(record, "m.onnx") is None
 
 
+@pytest.mark.parametrize("vendor, family, model, uarch", [
+    ("AuthenticAMD", 25, 17, "Zen 4"),  # EPYC 9004 (Genoa), reported as "AMD EPYC" in clouds
+    ("AuthenticAMD", 25, 1, "Zen 3"),  # EPYC 7003 (Milan): AVX2 only
+    ("AuthenticAMD", 23, 49, "Zen 2"),  # EPYC 7002 (Rome)
+    ("GenuineIntel", 6, 143, "Sapphire Rapids"),
+    ("GenuineIntel", 6, 1, None),  # unknown: nothing claimed
+])
+def test_the_microarchitecture_is_named_from_family_and_model(
+        monkeypatch, tmp_path, vendor, family, model, uarch):
+    import pipdetect._cpu as cpu
+
+    text = "".join(f"processor\t: {n}\nvendor_id\t: {vendor}\ncpu family\t: {family}\n"
+                   f"model\t\t: {model}\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+                   "flags\t\t: avx2 avx512f avx512_vnni avx512_bf16\n\n" for n in range(2))
+    (tmp_path / "cpuinfo").write_text(text)
+    real = cpu.Path
+    monkeypatch.setattr(cpu, "Path", lambda p: tmp_path / "cpuinfo"
+                        if str(p) == "/proc/cpuinfo" else real(p))
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    cpu._flags_and_model.cache_clear()
+    try:
+        info = cpu.cpu_info()
+    finally:
+        cpu._flags_and_model.cache_clear()
+    assert (info["vendor"], info["family"], info["model_number"], info["stepping"]) == (
+        vendor, family, model, 1)
+    assert info["microarchitecture"] == uarch
+    assert info["avx512_vnni"] and info["avx512_bf16"] and not info["avx_vnni"]
+    summary = cpu.cpu_summary(info)
+    start = f"AMD EPYC ({uarch}, " if uarch else f"AMD EPYC ({info['cores']} cores"
+    assert summary.startswith(start)
+
+
 def test_this_cpu_is_described():
     from pipdetect._cpu import cpu_info, cpu_summary
 
     info = cpu_info()
     assert {"model", "machine", "cores", "avx2", "avx512", "vnni", "amx", "neon",
-            "int8_u8s8_saturates", "onnxruntime"} <= set(info)
+            "int8_u8s8_saturates", "onnxruntime", "vendor", "family", "model_number",
+            "microarchitecture", "avx512_vnni", "avx_vnni", "avx512_bf16"} <= set(info)
     assert info["onnxruntime"] in cpu_summary(info)

@@ -32,6 +32,51 @@ X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
 ARM = {"aarch64", "arm64", "armv8l", "armv8b"}
 
 
+_UARCH = {  # (vendor, family, first model, last model): name; x86 CPUs benchmarks name
+    ("AuthenticAMD", 23, 0x00, 0x2F): "Zen / Zen+",
+    ("AuthenticAMD", 23, 0x30, 0x7F): "Zen 2",
+    ("AuthenticAMD", 25, 0x00, 0x0F): "Zen 3",
+    ("AuthenticAMD", 25, 0x10, 0x1F): "Zen 4",
+    ("AuthenticAMD", 25, 0x20, 0x5F): "Zen 3",
+    ("AuthenticAMD", 25, 0x60, 0x7F): "Zen 4",
+    ("AuthenticAMD", 25, 0xA0, 0xAF): "Zen 4",
+    ("AuthenticAMD", 26, 0x00, 0xFF): "Zen 5",
+    ("GenuineIntel", 6, 0x55, 0x55): "Skylake-SP / Cascade Lake",
+    ("GenuineIntel", 6, 0x6A, 0x6A): "Ice Lake-SP",
+    ("GenuineIntel", 6, 0x8F, 0x8F): "Sapphire Rapids",
+    ("GenuineIntel", 6, 0xCF, 0xCF): "Emerald Rapids",
+    ("GenuineIntel", 6, 0xAD, 0xAD): "Granite Rapids",
+}
+"""x86 microarchitectures by CPUID family and model (cloud CPUs often report only
+"AMD EPYC" as their name); anything else is ``None``."""
+
+
+def _identity() -> dict[str, Any]:
+    """vendor, family, model number and stepping of an x86 CPU from /proc/cpuinfo (each
+    ``None`` when unknown), and the microarchitecture they name, if known."""
+    fields: dict[str, Any] = {"vendor": None, "family": None, "model_number": None,
+                              "stepping": None}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model_number",
+            "stepping": "stepping"}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        name = keys.get(key.strip().lower())
+        if name is None or fields[name] is not None or not value.strip():
+            continue
+        value = value.strip()
+        fields[name] = value if name == "vendor" else (int(value) if value.isdigit() else None)
+    fields["microarchitecture"] = next(
+        (label for (vendor, family, lo, hi), label in _UARCH.items()
+         if fields["vendor"] == vendor and fields["family"] == family
+         and fields["model_number"] is not None and lo <= fields["model_number"] <= hi),
+        None)
+    return fields
+
+
 @functools.lru_cache(maxsize=1)
 def _flags_and_model() -> tuple[frozenset[str] | None, str]:
     """CPU feature flags (lower case, Linux names) or None when unknown, and the model name."""
@@ -100,11 +145,15 @@ def cpu_info() -> dict[str, Any]:
         ort_version = None
     return {
         "model": model,
+        **_identity(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "avx2": has("avx2"),
         "avx512": has("avx512f"),
+        "avx512_vnni": has("avx512_vnni", "avx512vnni"),
+        "avx_vnni": has("avx_vnni", "avxvnni"),
         "vnni": has("avx512_vnni", "avx_vnni", "avx512vnni", "avxvnni"),
+        "avx512_bf16": has("avx512_bf16"),
         "amx": has("amx_int8"),
         "neon": has("asimd", "neon"),
         "int8_u8s8_saturates": u8s8_saturates(),
@@ -113,7 +162,8 @@ def cpu_info() -> dict[str, Any]:
 
 
 def cpu_summary(info: dict[str, Any] | None = None) -> str:
-    """``"Intel Xeon ... (2 cores; AVX2, AVX-512, VNNI, AMX; onnxruntime 1.32.0)"``."""
+    """``"AMD EPYC (Zen 4, 2 cores; AVX2, AVX-512, VNNI; onnxruntime 1.32.0)"``: the
+    microarchitecture where the CPU's family and model number name one (:data:`_UARCH`)."""
     info = cpu_info() if info is None else info
     names = [label for key, label in (("avx2", "AVX2"), ("avx512", "AVX-512"),
                                       ("vnni", "VNNI"), ("amx", "AMX")) if info.get(key)]
@@ -125,8 +175,9 @@ def cpu_summary(info: dict[str, Any] | None = None) -> str:
         features = ", ".join(names) if names else "no AVX2"
         if info.get("vnni") is False:
             features += ", no VNNI"
-    return (f"{info['model']} ({info['cores']} cores; {features}; "
-            f"onnxruntime {info['onnxruntime']})")
+    uarch = info.get("microarchitecture")
+    return (f"{info['model']} ({uarch + ', ' if uarch else ''}{info['cores']} cores; "
+            f"{features}; onnxruntime {info['onnxruntime']})")
 
 
 def full_range_int8(quantization: Any) -> bool:
