@@ -291,6 +291,7 @@ class PIPDecoder:
         n_votes = 0 if merge == "none" else num_lms * num_nb
         size = num_lms + n_votes
         preds = np.empty((2, batch, size + 1), dtype=np.float64)
+        preds[:, :, size] = 0.0  # set before the divisions below read it (no stray NaN warning)
         preds[0, :, :num_lms] = np.take(x.ravel(), own_idx)
         preds[1, :, :num_lms] = np.take(y.ravel(), own_idx)
         preds[0, :, :num_lms] += col
@@ -312,7 +313,6 @@ class PIPDecoder:
             landmarks[..., 0] = preds[0, :, :num_lms]
             landmarks[..., 1] = preds[1, :, :num_lms]
             return landmarks, scores
-        preds[:, :, size] = 0.0
         # (2B, M, L): slot 0 is the own prediction, then the votes in order (the
         # zero where a landmark has fewer); summed in that order, like the reference.
         slots = np.take(preds.reshape(2 * batch, size + 1), self._gather_t, axis=1)
