@@ -6,6 +6,7 @@ photo, labelled by the bundled model), so it needs neither ../shared nor a netwo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -89,6 +90,56 @@ def test_augmented_landmarks_follow_the_pixels(seed: int) -> None:
             continue
         x0, y0 = round(x), round(y)
         assert grey[y0 - 2 : y0 + 3, x0 - 2 : x0 + 3].max() > 100, (i, x, y)
+
+
+def _blob_centre(grey: np.ndarray, x: float, y: float, radius: int = 8) -> np.ndarray:
+    """Intensity-weighted centre (x, y) of the blob near (x, y) in a 2D image (the window
+    re-centred on the blob a few times, so the blob is not cut off)."""
+    centre = np.array([x, y])
+    for _ in range(4):
+        x0, y0 = (int(v) for v in np.round(centre))
+        yy, xx = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
+        win = grey[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
+        centre = np.array([(win * xx).sum(), (win * yy).sum()]) / win.sum()
+    return centre
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), offset=st.sampled_from([0.0, 0.04, -0.03]))
+def test_mirrored_labels_keep_the_annotation_offset(seed: int, offset: float) -> None:
+    """Annotations placed ``offset`` x the inter-ocular distance right of the features (a
+    convention, as 300-W's): with ``annotation_offset`` set, the label minus the feature's
+    place in the crop is the same vector in a mirrored example as in the same example
+    unmirrored (same random draws), turned with the augmentation. Plain mirrors
+    (``annotation_offset=0``) would turn that vector round."""
+    from pipdetect.presets import load_meanface
+
+    rng = np.random.default_rng(seed)
+    truth = 100 + load_meanface("300W") * 200 + rng.normal(0, 2, (68, 2))
+    iod = np.linalg.norm(truth[36] - truth[45])
+    annotated = truth + [offset * iod, 0.0]
+    marked = [36, 45, 39, 42, 48, 54, 30]  # closed under FLIP_68, apart, inside every crop
+    yy, xx = np.mgrid[0:400, 0:400]
+    dots = sum(np.exp(-((xx - truth[i, 0]) ** 2 + (yy - truth[i, 1]) ** 2) / (2 * 1.5**2))
+               for i in marked)
+    image = cv2.cvtColor(np.clip(dots * 255, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    face = D.Face(image, annotated, "dots")
+    geometric = D.Augment(rotate_p=1, scale_p=0, shift_p=0, colour_p=0, grey_p=0, blur_p=0,
+                          occlude_p=0, annotation_offset=offset)
+    gaps = {}
+    for flip in (False, True):
+        crop, norm = D.make_example(face, np.random.default_rng(seed),
+                                    dataclasses.replace(geometric, flip_p=float(flip)))
+        grey = crop[..., 0].astype(np.float64)
+        # crop pixel coordinates (pixel centres at integers) of the labels, by make_example's
+        # warp: photo x = x1 + (j + 0.5) * w / 256 - 0.5 and norm = (x - x1) / w
+        labels = (norm + 0.5 / (np.ptp(annotated, axis=0) * D.CROP_ENLARGE)) * 256 - 0.5
+        # landmark i of the photo is label FLIP_68[i] of a mirrored example
+        rows = [D.FLIP_68[i] if flip else i for i in marked]
+        gaps[flip] = np.array([labels[j] - _blob_centre(grey, *labels[j]) for j in rows])
+    expected = abs(offset) * iod * 256 / (np.ptp(annotated[:, 0]) * D.CROP_ENLARGE)
+    np.testing.assert_allclose(np.linalg.norm(gaps[False], axis=1), expected, atol=0.3)
+    np.testing.assert_allclose(gaps[True], gaps[False], atol=0.3)
 
 
 @settings(max_examples=30, deadline=None)

@@ -202,6 +202,14 @@ class Augment:
     """Occluding rectangle up to this fraction of the crop's width and height."""
     detector_p: float = 0.0
     """Probability of starting from the detector's crop instead of the landmark crop."""
+    annotation_offset: float = 0.0
+    """The annotations' own offset in image x, as a fraction of the face's inter-ocular
+    distance (annotation minus the feature's true place: ``training/output_offset.py`` reports
+    it as ``annotation_offset``, from a model trained with plain mirrors).
+    A mirrored label is moved by twice this along the mirrored photo's x axis, so that
+    flipped examples keep the annotation convention instead of teaching its opposite
+    (with 0, the reference's plain mirror, a flip-trained model learns the average and
+    lands that far from the annotations on every set: issue 21)."""
 
 
 NO_AUGMENT = Augment(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -219,7 +227,8 @@ def make_example(face: Face, rng: np.random.Generator, aug: Augment,
     The augmentation is a similarity transform ``G`` of the photo about the crop
     centre; the crop is taken in the transformed photo, so a landmark at ``p`` has
     normalised coordinates ``(G p - (x1, y1)) / (w, h)``. Flipping permutes the
-    landmarks by :data:`FLIP_68`.
+    landmarks by :data:`FLIP_68` and, with ``aug.annotation_offset``, keeps the
+    annotation convention (see :class:`Augment`).
     """
     import cv2
 
@@ -244,6 +253,12 @@ def make_example(face: Face, rng: np.random.Generator, aug: Augment,
     g[:2, 2] = centre + shift - rot @ centre
     points = face.points @ g[:2, :2].T + g[:2, 2]
     if flip:
+        if aug.annotation_offset:
+            iod = float(np.linalg.norm(face.points[INTEROCULAR[0]] - face.points[INTEROCULAR[1]]))
+            # the mirror of (truth + c) is (mirrored truth - c): move it by 2c, in the
+            # mirrored photo's x, turned and scaled with it
+            points = points + (g[:2, :2] @ np.diag([-1.0, 1.0])) @ [
+                2 * aug.annotation_offset * iod, 0.0]
         points = points[list(FLIP_68)]
     norm = (points - [x1, y1]) / [w, h]
     k = np.array([[w / size, 0.0, x1 + 0.5 * w / size - 0.5],
@@ -327,3 +342,11 @@ def nme(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-face inter-ocular NME (%) of predictions (N, 68, 2) against the truth (N, 68, 2)."""
     iod = np.linalg.norm(truth[:, INTEROCULAR[0]] - truth[:, INTEROCULAR[1]], axis=1)
     return np.linalg.norm(pred - truth, axis=2).mean(axis=1) / iod * 100
+
+
+def signed_offset(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-face mean signed error (N, 2) of predictions (N, 68, 2): ``pred - truth`` in image
+    x and y, averaged over the landmarks, in % of the inter-ocular distance (negative x: the
+    landmarks land left of the annotation)."""
+    iod = np.linalg.norm(truth[:, INTEROCULAR[0]] - truth[:, INTEROCULAR[1]], axis=1)
+    return (pred - truth).mean(axis=1) / iod[:, None] * 100

@@ -12,6 +12,10 @@ Two inter-ocular NME figures (%, outer eye corners 36 and 45, the 300-W protocol
   found, the one whose crop centre is nearest the annotated face is scored; a
   photo where no face is found counts in ``missed`` and is left out of the mean.
 
+Each also gets its mean signed error in image x and y (``*_offset_x_pct``,
+``*_offset_y_pct``: ``prediction - annotation`` over all landmarks and faces, % of the
+inter-ocular distance; issue 21's convention offset).
+
 No PyTorch needed: this is what a user of the shipped model gets. Prints JSON.
 """
 
@@ -48,19 +52,25 @@ def evaluate_model(model: Any, folder: Path, limit: int | None = None) -> dict[s
     det = model if isinstance(model, LandmarkDetector) else LandmarkDetector(model)
     size = det.spec.input_size
     gt, e2e, missed = [], [], 0
+    gt_off, e2e_off = [], []
     for image_path, pts_path in D.find_pairs(folder)[:limit]:
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         truth = D.read_pts(pts_path)
         crop = D.landmark_crop(truth)[None]
         norm = det.predict_crops(warp_crops(image, crop, size)) / np.array(size[::-1])
-        gt.append(D.nme(crops_to_image(norm, crop), truth[None])[0])
+        pred = crops_to_image(norm, crop)
+        gt.append(D.nme(pred, truth[None])[0])
+        gt_off.append(D.signed_offset(pred, truth[None])[0])
         faces = det.detect(image)
         if not faces:
             missed += 1
             continue
         face = nearest_face(faces, truth)
-        e2e.append(D.nme(np.asarray(face.landmarks, np.float64)[None], truth[None])[0])
+        pred = np.asarray(face.landmarks, np.float64)[None]
+        e2e.append(D.nme(pred, truth[None])[0])
+        e2e_off.append(D.signed_offset(pred, truth[None])[0])
     g, e = np.array(gt), np.array(e2e)
+    go, eo = np.array(gt_off).reshape(-1, 2), np.array(e2e_off).reshape(-1, 2)
     return {
         "photos": len(g),
         "gt_crops_nme_pct": round(float(g.mean()), 3),
@@ -68,6 +78,10 @@ def evaluate_model(model: Any, folder: Path, limit: int | None = None) -> dict[s
         "end_to_end_median_pct": round(float(np.median(e)), 3) if e.size else None,
         "end_to_end_failure_rate_10pct": round(float(np.mean(e > 10)) * 100, 2) if e.size else None,
         "missed": missed,
+        "gt_crops_offset_x_pct": round(float(go[:, 0].mean()), 3),
+        "gt_crops_offset_y_pct": round(float(go[:, 1].mean()), 3),
+        "end_to_end_offset_x_pct": round(float(eo[:, 0].mean()), 3) if e.size else None,
+        "end_to_end_offset_y_pct": round(float(eo[:, 1].mean()), 3) if e.size else None,
     }
 
 

@@ -160,6 +160,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector-epochs", type=int, default=6,
                    help="last epochs in which half of the crops come from YuNet + crop policy")
     p.add_argument("--detector-p", type=float, default=0.5)
+    p.add_argument("--annotation-offset", type=float, default=0.0, metavar="C",
+                   help="the annotations' own x offset, a fraction of the inter-ocular "
+                        "distance: mirrored labels keep it (data.Augment.annotation_offset; "
+                        "0: the reference's plain mirror; training/README.md)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_faces": len(faces), "validation_faces": len(val),
     }, indent=1))
 
-    aug = D.Augment()
+    aug = D.Augment(annotation_offset=args.annotation_offset)
     stop = args.epochs if args.stop_after is None else min(args.epochs,
                                                             start_epoch + args.stop_after)
     for epoch in range(start_epoch, stop):
