@@ -143,7 +143,7 @@ def draw_dots(frame: np.ndarray, points: np.ndarray, radius: float) -> np.ndarra
 
 def dots_face(crop: tuple[float, float, float, float]) -> np.ndarray:
     """True landmark positions (L, 2) of a dot face whose training crop is ``crop``."""
-    x1, y1, x2, y2 = crop
+    x1, y1, x2, y2 = crop[:4]
     return np.stack(
         [x1 + DOT_MEANFACE[:, 0] * (x2 - x1), y1 + DOT_MEANFACE[:, 1] * (y2 - y1)], axis=1
     )

@@ -24,7 +24,7 @@ from pipdetect.crop import preset_crop_policy
 from pipdetect.results import FORMAT
 from pipdetect.schemes import WFLW98_TO_300W68
 
-FACE_KEYS = {"box", "crop", "score", "landmarks", "scores"}
+FACE_KEYS = {"box", "crop", "score", "confidence", "pose", "landmarks", "scores"}
 
 
 # ----------------------------------------------------------------- schema validator
@@ -34,10 +34,13 @@ def _number(v: Any) -> bool:
 
 def check_face(face: dict[str, Any], n: int, tracked: bool) -> None:
     assert set(face) == FACE_KEYS | ({"track_id"} if tracked else set()), set(face)
-    for key in ("box", "crop"):
+    for key, size in (("box", 4), ("crop", 5)):
         box = face[key]
-        assert len(box) == 4 and all(map(_number, box)) and box[2] > box[0] and box[3] > box[1]
+        assert len(box) == size and all(map(_number, box)) and box[2] > box[0] and box[3] > box[1]
+    assert -180 <= face["crop"][4] <= 180
     assert _number(face["score"]) and 0 <= face["score"] <= 1
+    assert _number(face["confidence"]) and 0 <= face["confidence"] <= 1
+    assert face["pose"] is None or (len(face["pose"]) == 3 and all(map(_number, face["pose"])))
     assert len(face["landmarks"]) == n and len(face["scores"]) == n
     assert all(len(p) == 2 and all(map(_number, p)) for p in face["landmarks"])
     assert all(map(_number, face["scores"]))
@@ -73,7 +76,8 @@ def check_document(doc: dict[str, Any], *, tracked: bool = True) -> None:
 def test_the_validator_rejects_broken_documents():
     good = {"format": FORMAT, "kind": "image", "source": None, "width": 4, "height": 4,
             "model": "m", "scheme": "custom", "num_landmarks": 2,
-            "faces": [{"box": [0, 0, 1, 1], "crop": [0, 0, 1, 1], "score": 1.0,
+            "faces": [{"box": [0, 0, 1, 1], "crop": [0, 0, 1, 1, 0.0], "score": 1.0,
+                       "confidence": 0.5, "pose": None,
                        "landmarks": [[0, 0], [1, 1]], "scores": [0.5, 0.5]}]}
     check_document(good)
     for breakage in ({"num_landmarks": 3}, {"format": "other"}, {"width": 0},
@@ -113,8 +117,9 @@ def run(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def analytic(meanface: np.ndarray, crop) -> np.ndarray:
-    x1, y1, x2, y2 = crop
-    return np.stack([x1 + meanface[:, 0] * (x2 - x1), y1 + meanface[:, 1] * (y2 - y1)], axis=1)
+    from pipdetect.crop import crops_to_image
+
+    return crops_to_image(meanface[None], np.asarray(crop, dtype=np.float64)[None])[0]
 
 
 # ----------------------------------------------------------------- images
@@ -164,9 +169,11 @@ def test_points_68_as_csv(model98, photos, capsys):
     assert code == 0
     lines = out.strip().splitlines()
     header = lines[0].split(",")
-    assert header[:6] == ["source", "frame", "time", "face", "track_id", "score"]
-    assert header[14] == "x0" and header[14 + 67] == "x67" and header[-2:] == ["s67", "error"]
-    assert len(header) == 14 + 3 * 68 + 1 and len(lines) == 2
+    assert header[:7] == ["source", "frame", "time", "face", "track_id", "score", "confidence"]
+    assert header[11:20] == ["crop_x1", "crop_y1", "crop_x2", "crop_y2", "crop_angle",
+                             "roll", "yaw", "pitch", "x0"]
+    assert header[19 + 67] == "x67" and header[-2:] == ["s67", "error"]
+    assert len(header) == 19 + 3 * 68 + 1 and len(lines) == 2
     row = dict(zip(header, lines[1].split(","), strict=True))
     _, full, _ = run([photos / "a.jpg", "-m", model98], capsys)
     lm98 = json.loads(full)["faces"][0]["landmarks"]

@@ -20,7 +20,9 @@ from pipdetect.presets import PRESETS
 
 def test_identity_policy_returns_the_box():
     boxes = np.array([[10.0, 20.0, 110.0, 170.0]])
-    np.testing.assert_allclose(CropPolicy().crops(boxes), boxes)
+    crops = CropPolicy().crops(boxes)
+    np.testing.assert_allclose(crops[:, :4], boxes)
+    assert crops[0, 4] == 0.0  # no keypoints: axis-aligned
 
 
 def test_box_policy_shifts_and_scales():
@@ -42,10 +44,11 @@ def test_keypoint_policy_uses_normalised_keypoints():
     box = np.array([[0.0, 0.0, 100.0, 100.0]])
     kps = np.zeros((1, 5, 2))
     kps[0, 0] = [80.0, 50.0]  # (80 - 50) / 100 = 0.3 box widths right of centre
+    kps[0, 1] = [90.0, 50.0]  # the eye line (keypoint 0 -> 1) is level: angle 0
     crop = policy.crops(box, kps)[0]
-    np.testing.assert_allclose(crop, [30.0, 0.0, 130.0, 100.0])
+    np.testing.assert_allclose(crop, [30.0, 0.0, 130.0, 100.0, 0.0], atol=1e-12)
     # Without keypoints the box-only parameters apply.
-    np.testing.assert_allclose(policy.crops(box)[0], box[0])
+    np.testing.assert_allclose(policy.crops(box)[0], [*box[0], 0.0])
 
 
 def test_policy_round_trip_and_validation():

@@ -161,11 +161,12 @@ def test_boxes_passed_to_update_recrop_a_tracked_face(dots_det, base):
     tracker = Tracker(dots_det, redetect_interval=0, smoothing=False)
     frame, truth = render(base, 1.0, 50, 50)
     first = tracker.update(frame)
-    x1, y1, x2, y2 = first[0].crop
+    x1, y1, x2, y2, _ = first[0].crop
     box = (x1 - 8.0, y1 - 5.0, x2 + 6.0, y2 + 9.0)  # overlaps the tracked face: same face
     second = tracker.update(frame, boxes=[box])
     assert len(second) == 1 and second[0].track_id == first[0].track_id
-    assert second[0].box == box and second[0].crop == box  # identity crop policy
+    # the box passed is the detection; the crop is then re-built from the landmarks
+    assert second[0].box == box and abs(second[0].crop.angle) < 1.0
     assert second[0].score == 1.0 and not second.detected
     np.testing.assert_allclose(second[0].landmarks, truth, atol=1.5)
     elsewhere = tracker.update(frame, boxes=[(400.0, 300.0, 500.0, 420.0)])

@@ -206,8 +206,10 @@ def _tiny_dataset(folder: Path, count: int = 12) -> None:
 
     image = cv2.imread(str(EXAMPLE_IMAGE))
     found = FaceFinder().find(image)
-    x1, y1, x2, y2 = preset_crop_policy("300W").crops(found.boxes[:1], found.keypoints[:1])[0]
-    truth = [x1, y1] + load_meanface("300W") * [x2 - x1, y2 - y1]
+    from pipdetect.crop import crops_to_image
+
+    crop = preset_crop_policy("300W").crops(found.boxes[:1], found.keypoints[:1])
+    truth = crops_to_image(load_meanface("300W")[None], crop)[0]
     folder.mkdir()
     for i in range(count):
         s = 0.8 + 0.04 * i

@@ -120,10 +120,12 @@ def test_training_crop_rule_comes_from_the_metadata():
     rolled = (pts - 150) @ rot.T + 150
     up = crop_from_landmark_box(pts[None], 1.1)[0]
     crop = crop_from_landmark_box(rolled[None], 1.1)[0]
-    np.testing.assert_allclose(crop[2:] - crop[:2], up[2:] - up[:2], rtol=1e-6)
+    np.testing.assert_allclose(crop[2:4] - crop[:2], up[2:4] - up[:2], rtol=1e-6)
+    assert abs(crop[4] - up[4] - 20.0) < 1e-6  # the crop turns with the face
     plain = crop_from_landmark_box(pts[None], 1.1, upright=False)[0]
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    np.testing.assert_allclose(plain, [*(lo - 0.05 * (hi - lo)), *(hi + 0.05 * (hi - lo))])
+    np.testing.assert_allclose(plain, [*(lo - 0.05 * (hi - lo)), *(hi + 0.05 * (hi - lo)), 0],
+                               atol=1e-9)
 
 
 def test_a_face_cut_by_the_border_is_detected_while_cut_and_a_few_frames_after(det):

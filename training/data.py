@@ -156,8 +156,8 @@ def attach_detector_crops(faces: Sequence[Face], policy: object) -> int:
 
 
 def detections_for_policy(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """YuNet boxes (N, 4), keypoints (N, 5, 2) and the 300W target crops (N, 4) of the
-    faces YuNet finds: the data a crop policy for this training crop is fitted on."""
+    """YuNet boxes (N, 4), keypoints (N, 5, 2) and the annotated landmarks (N, 68, 2) of
+    the faces YuNet finds: the data a crop policy for this training crop is fitted on."""
     from pipdetect.faces import FaceFinder
 
     finder = FaceFinder()
@@ -167,9 +167,9 @@ def detections_for_policy(faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray
         if match is not None:
             boxes.append(match[0])
             kps.append(match[1])
-            targets.append(landmark_crop(face.points))
+            targets.append(face.points)
     return (np.array(boxes).reshape(-1, 4), np.array(kps).reshape(-1, 5, 2),
-            np.array(targets).reshape(-1, 4))
+            np.array(targets).reshape(-1, 68, 2))
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -232,14 +232,17 @@ def make_example(face: Face, rng: np.random.Generator, aug: Augment,
     """
     import cv2
 
+    crop_angle = 0.0
     if face.detector_crop is not None and aug.detector_p > 0 and rng.random() < aug.detector_p:
-        x1, y1, x2, y2 = face.detector_crop
+        # the library's oriented crop (x1, y1, x2, y2, angle): the face is levelled first
+        x1, y1, x2, y2 = face.detector_crop[:4]
+        crop_angle = math.radians(float(face.detector_crop[4]))
     else:
         x1, y1, x2, y2 = landmark_crop(face.points)
     w, h = x2 - x1, y2 - y1
     centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
     angle = (math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
-             if rng.random() < aug.rotate_p else 0.0)
+             if rng.random() < aug.rotate_p else 0.0) - crop_angle
     zoom = rng.uniform(1 - aug.scale, 1 + aug.scale) if rng.random() < aug.scale_p else 1.0
     shift = (rng.uniform(-aug.shift, aug.shift, 2) * [w, h]
              if rng.random() < aug.shift_p else np.zeros(2))

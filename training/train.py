@@ -66,17 +66,19 @@ def fit_policy(faces: list[D.Face], ridge: float = 0.001) -> Any:
 
     from pipdetect.crop import CropPolicy
 
-    boxes, kps, targets = D.detections_for_policy(faces)
+    boxes, kps, points = D.detections_for_policy(faces)
     if len(boxes) < 12:
         raise SystemExit(f"YuNet found only {len(boxes)} of the {len(faces)} training faces; "
                          "a crop policy needs at least 12 (are the .pts files 1-based? "
                          "then pass --one-based)")
-    params = F.crop_params(boxes, targets)
-    box = params.mean(axis=0)
+    # box only: axis-aligned; with keypoints: in the frame levelled by their roll
+    box = F.crop_params(boxes, F.target_crops("300W", points)).mean(axis=0)
+    targets = F.levelled_targets("300W", points, kps)
+    params = F.crop_params(boxes, targets, kps)
     matrix = F.fit_keypoint_matrix(F.keypoint_features(boxes, kps), params, ridge)
     policy = CropPolicy(box=tuple(float(v) for v in box), keypoints=matrix)
     fitted = policy.crops(boxes, kps)
-    iou = float(F.iou(fitted, targets).mean())
+    iou = float(F.oriented_iou(fitted, targets).mean())
     return policy, len(boxes), iou
 
 
@@ -125,7 +127,7 @@ def evaluate(net: Any, faces: list[D.Face], decoder: Any) -> dict[str, float]:
     """Mean inter-ocular NME (%) with true-landmark crops and with detector crops.
 
     Faces YuNet misses count in the first number only (``detector_missed``)."""
-    from pipdetect.crop import crops_to_image, warp_crops
+    from pipdetect.crop import as_crops, crops_to_image, warp_crops
 
     net.eval()
     result: dict[str, float] = {}
@@ -135,7 +137,7 @@ def evaluate(net: Any, faces: list[D.Face], decoder: Any) -> dict[str, float]:
         items = [(f, c) for f, c in items if c is not None]
         crops = np.concatenate([warp_crops(f.image, c[None], (INPUT, INPUT)) for f, c in items])
         pred = predict(net, crops, decoder)
-        pix = crops_to_image(pred, np.array([c for _, c in items]))
+        pix = crops_to_image(pred, np.concatenate([as_crops(c) for _, c in items]))
         truth = np.array([f.points for f, _ in items])
         result[f"nme_{kind}"] = round(float(D.nme(pix, truth).mean()), 3)
     result["detector_missed"] = sum(f.detector_crop is None for f in faces)

@@ -5,13 +5,21 @@ Conventions (used everywhere in pipdetect):
 * Boxes and crops are ``(x1, y1, x2, y2)`` float pixel coordinates in the
   original image, x to the right, y down, pixel centres at integer coordinates
   (OpenCV convention). A box's width is ``x2 - x1``.
-* A crop is axis-aligned and need not be square: like the PIP-Net training
-  crops it is stretched to the network's input size.
-* A normalised model coordinate ``u`` (0 = crop's left edge, 1 = right edge)
-  maps to ``x1 + u * (x2 - x1)`` image pixels (the reference convention:
-  ``u * crop_width`` pixels into the crop). The warp samples the crop exactly
-  like ``cv2.resize`` of ``image[y1:y2, x1:x2]`` with bilinear interpolation, so
-  integer crops reproduce the reference preprocessing.
+* A crop is an oriented rectangle ``(x1, y1, x2, y2, angle)``: the rectangle
+  ``(x1, y1, x2, y2)`` turned by ``angle`` degrees about its centre. The angle is
+  the direction of the crop's x axis in the image, ``(cos a, sin a)`` with y down,
+  so a positive angle turns the crop clockwise on screen; it is the face's roll
+  (the eye line's angle) for levelled crops, and 0 for axis-aligned ones, which
+  are the special case: everything here also accepts ``(N, 4)`` crops (angle 0).
+  Crops need not be square: like the PIP-Net training crops they are stretched
+  to the network's input size, so the network always sees an upright face.
+* A normalised model coordinate ``(u, v)`` (0 = crop's left / top edge, 1 = right
+  / bottom edge) maps to ``centre + (u - 0.5) * w * ex + (v - 0.5) * h * ey`` image
+  pixels, with ``ex = (cos a, sin a)`` and ``ey = (-sin a, cos a)``; at angle 0 that
+  is ``x1 + u * (x2 - x1)`` (the reference convention: ``u * crop_width`` pixels into
+  the crop). The warp samples the crop exactly like ``cv2.resize`` of
+  ``image[y1:y2, x1:x2]`` with bilinear interpolation at angle 0, so integer crops
+  reproduce the reference preprocessing.
 * Crops that reach outside the image are padded with black, never squeezed.
 """
 
@@ -28,9 +36,16 @@ from .errors import InvalidBoxError, ModelFormatError
 __all__ = [
     "CropPolicy",
     "as_boxes",
+    "as_crops",
+    "crop_affine",
+    "crop_corners",
     "crop_from_landmark_box",
     "crop_from_landmarks",
+    "crop_from_points",
     "crops_to_image",
+    "keypoint_roll",
+    "landmark_roll",
+    "levelled_faces",
     "training_crop_enlargement",
     "warp_crops",
 ]
@@ -117,15 +132,35 @@ class CropPolicy:
             "fitted_on": self.fitted_on,
         }
 
-    def crops(self, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> np.ndarray:
-        """Crops (N, 4) for face boxes (N, 4), optionally with YuNet keypoints (N, 5, 2)."""
+    def crops(self, boxes: np.ndarray, keypoints: np.ndarray | None = None,
+              quarter_turns: np.ndarray | int = 0) -> np.ndarray:
+        """Oriented crops (N, 5) ``(x1, y1, x2, y2, angle)`` for face boxes (N, 4).
+
+        With YuNet keypoints (N, 5, 2) the crop is levelled: its angle is the roll of
+        the eye keypoints (:func:`keypoint_roll`), and box and keypoints are measured
+        in that levelled frame (:func:`levelled_faces`) before the policy is applied,
+        so a rolled face gets the crop an upright one would, turned with it. Without
+        keypoints (boxes a caller passed) the box-only policy is applied with the face
+        assumed turned ``quarter_turns`` (one per box, or one for all) quarter turns
+        clockwise: angle ``90 * quarter_turns``, 0 by default (axis-aligned).
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        angle = np.zeros(len(boxes))
+        if keypoints is not None:
+            angle, boxes, kp = levelled_faces(boxes, keypoints)
+        else:
+            turns = np.broadcast_to(np.asarray(quarter_turns, dtype=np.int64), (len(boxes),))
+            angle = _wrap_degrees(90.0 * turns)
+            odd = turns % 2 == 1
+            centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+            size = np.where(odd[:, None], (boxes[:, 2:] - boxes[:, :2])[:, ::-1],
+                            boxes[:, 2:] - boxes[:, :2])
+            boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
         cx = (boxes[:, 0] + boxes[:, 2]) / 2
         cy = (boxes[:, 1] + boxes[:, 3]) / 2
         if keypoints is not None and self.keypoints is not None:
-            kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 5, 2)
             feats = np.empty((len(boxes), _FEATURES))
             feats[:, 0] = 1.0
             feats[:, 1::2] = (kp[:, :, 0] - cx[:, None]) / w[:, None]
@@ -134,11 +169,82 @@ class CropPolicy:
         else:
             params = np.broadcast_to(np.asarray(self.box), (len(boxes), 4))
         params = np.clip(params, -_PARAM_LIMITS, _PARAM_LIMITS)  # keypoints far off: still finite
-        ccx = cx + params[:, 0] * w
-        ccy = cy + params[:, 1] * h
+        # The centre offset is measured in the levelled frame: turn it into the image's.
+        dx, dy = params[:, 0] * w, params[:, 1] * h
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        ccx = cx + c * dx - s * dy
+        ccy = cy + s * dx + c * dy
         cw = w * np.exp(params[:, 2])
         ch = h * np.exp(params[:, 3])
-        return np.stack([ccx - cw / 2, ccy - ch / 2, ccx + cw / 2, ccy + ch / 2], axis=1)
+        return np.stack([ccx - cw / 2, ccy - ch / 2, ccx + cw / 2, ccy + ch / 2, angle], axis=1)
+
+
+def as_crops(crops: Any) -> np.ndarray:
+    """Crops as float64 (N, 5) ``(x1, y1, x2, y2, angle)``: (4,), (5,), (N, 4) or (N, 5)
+    in; four-number crops are axis-aligned (angle 0)."""
+    arr = np.asarray(crops, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] not in (4, 5):
+        raise InvalidBoxError(
+            f"crops must be (x1, y1, x2, y2[, angle]) or an (N, 4) / (N, 5) array, "
+            f"got shape {arr.shape}"
+        )
+    if arr.shape[1] == 4:
+        arr = np.concatenate([arr, np.zeros((len(arr), 1))], axis=1)
+    return arr
+
+
+def _wrap_degrees(angle: np.ndarray) -> np.ndarray:
+    """Angles in degrees wrapped to [-180, 180)."""
+    return (np.asarray(angle, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
+def keypoint_roll(keypoints: np.ndarray) -> np.ndarray:
+    """Roll (N,) in degrees of faces from YuNet's keypoints (N, 5, 2): the angle of the
+    line from the right eye (the subject's; the image's left in a frontal photo) to the
+    left eye, in the convention of oriented crops (positive: clockwise on screen)."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 5, 2)
+    d = kp[:, 1] - kp[:, 0]
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def landmark_roll(points: np.ndarray, right_eye: Any, left_eye: Any) -> np.ndarray:
+    """Roll (N,) in degrees of faces from landmarks (N, L, 2): the angle of the line from
+    the centre of the ``right_eye`` landmarks (indices) to that of the ``left_eye`` ones
+    (the subject's eyes), as :func:`keypoint_roll` measures it."""
+    pts = np.asarray(points, dtype=np.float64)
+    d = pts[:, list(left_eye)].mean(axis=1) - pts[:, list(right_eye)].mean(axis=1)
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
+
+
+def levelled_faces(
+    boxes: np.ndarray, keypoints: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face-detector boxes (N, 4) and keypoints (N, 5, 2) measured in each face's
+    levelled frame: ``(angle (N,) degrees, boxes (N, 4), keypoints (N, 5, 2))``.
+
+    The frame is turned by the eye keypoints' roll about the box centre. Keypoints are
+    turned exactly. An axis-aligned box has no exact levelled form; it is read in the
+    frame of the detector's nearest quarter turn: its width and height swap when the
+    roll is nearer 90 or 270 degrees than 0 or 180 (a face found in the image turned a
+    quarter, as the orientation search does, keeps the box the detector saw).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 5, 2)
+    angle = keypoint_roll(kp)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = boxes[:, 2:] - boxes[:, :2]
+    quarter = np.round(angle / 90.0).astype(np.int64) % 2 == 1
+    size = np.where(quarter[:, None], size[:, ::-1], size)
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    rel = kp - centre[:, None]
+    # turn by -angle: (x, y) -> (c x + s y, -s x + c y)
+    lx = c[:, None] * rel[..., 0] + s[:, None] * rel[..., 1]
+    ly = -s[:, None] * rel[..., 0] + c[:, None] * rel[..., 1]
+    levelled_kp = np.stack([lx, ly], axis=-1) + centre[:, None]
+    levelled_boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    return angle, levelled_boxes, levelled_kp
 
 
 def as_boxes(boxes: Any, name: str = "box") -> np.ndarray:
@@ -235,47 +341,93 @@ def training_crop_enlargement(spec: Any) -> float | None:
 
 
 def crop_from_landmark_box(points: np.ndarray, enlarge: float, upright: bool = True) -> np.ndarray:
-    """The 300W-style training crop (N, 4) of 68-point landmarks (N, 68, 2): their bounding
+    """The 300W-style training crop (N, 5) of 68-point landmarks (N, 68, 2): their bounding
     box enlarged by ``enlarge`` about its centre (not square), as the model was trained.
 
-    ``upright``: measure the box in the face's own frame (rolled back by the angle of the
-    line through the eye centres, points 36-41 and 42-47), then lay it axis-aligned at the
-    same centre. Training crops are the box of the annotated, mostly upright face, rotated
-    afterwards by augmentation; the box of a rolled face's landmarks is larger than that.
+    ``upright``: measure the box in the face's own frame, levelled by the line through
+    the eye centres (points 36-41 and 42-47), and return it as an oriented crop turned
+    by that roll, so the network sees the face upright; ``False``: the axis-aligned box
+    of the points as they lie (angle 0).
     """
     pts = np.asarray(points, dtype=np.float64)
     if upright and pts.shape[1] == 68:
-        d = pts[:, 42:48].mean(axis=1) - pts[:, 36:42].mean(axis=1)
-        angle = np.arctan2(d[:, 1], d[:, 0])
-        c, s = np.cos(angle), np.sin(angle)
-        rot = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # rolls back by angle
-        mid0 = (pts.min(axis=1) + pts.max(axis=1)) / 2
-        q = np.einsum("nij,nlj->nli", rot, pts - mid0[:, None])
-        lo, hi = q.min(axis=1), q.max(axis=1)
-        m = (lo + hi) / 2
-        centre = mid0 + np.einsum("nji,nj->ni", rot, m)  # back into the image
+        angle = landmark_roll(pts, range(36, 42), range(42, 48))
     else:
-        lo, hi = pts.min(axis=1), pts.max(axis=1)
-        centre = (lo + hi) / 2
-    half = np.maximum(hi - lo, 1.0) * float(enlarge) / 2
+        angle = np.zeros(len(pts))
+    return crop_from_points(pts, angle, lambda q: _enlarged_box(q, float(enlarge)))
+
+
+def _enlarged_box(points: np.ndarray, enlarge: float) -> np.ndarray:
+    lo, hi = points.min(axis=1), points.max(axis=1)
+    centre = (lo + hi) / 2
+    half = np.maximum(hi - lo, 1.0) * enlarge / 2
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Sample each crop of ``image`` (H, W, C uint8) into a (N, h, w, C) uint8 batch.
+def crop_from_points(points: np.ndarray, angle: np.ndarray, rule: Any) -> np.ndarray:
+    """Oriented crops (N, 5) turned by ``angle`` (N,) degrees: ``rule`` maps landmarks
+    (N, L, 2) measured in each levelled frame to axis-aligned crops (N, 4) there (e.g. an
+    enlarged landmark box, or :func:`crop_from_landmarks`)."""
+    pts = np.asarray(points, dtype=np.float64)
+    angle = np.asarray(angle, dtype=np.float64).reshape(-1)
+    c, s = np.cos(np.radians(angle))[:, None], np.sin(np.radians(angle))[:, None]
+    mid = (pts.min(axis=1) + pts.max(axis=1)) / 2
+    rel = pts - mid[:, None]
+    q = np.stack([c * rel[..., 0] + s * rel[..., 1], -s * rel[..., 0] + c * rel[..., 1]], -1)
+    box = np.asarray(rule(q), dtype=np.float64).reshape(-1, 4)
+    m = (box[:, :2] + box[:, 2:]) / 2
+    half = (box[:, 2:] - box[:, :2]) / 2
+    centre = mid + np.stack([c[:, 0] * m[:, 0] - s[:, 0] * m[:, 1],
+                             s[:, 0] * m[:, 0] + c[:, 0] * m[:, 1]], axis=1)
+    return np.concatenate([centre - half, centre + half, angle[:, None]], axis=1)
 
-    ``size`` is the network input (height, width). Bilinear, black padding outside.
-    """
+
+def crop_corners(crops: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) image pixels of the corners of crops (N, 4 or 5): top-left, top-right,
+    bottom-right, bottom-left as the network sees them."""
+    c5 = as_crops(crops) if len(crops) else np.zeros((0, 5))
+    unit = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    return crops_to_image(np.broadcast_to(unit, (len(c5), 4, 2)), c5)
+
+
+def crop_affine(crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, 2, 3) affine maps from network-input pixels to image pixels for oriented
+    crops (N, 4 or 5) warped to ``size`` (height, width): input pixel centre ``(j, i)``
+    samples crop coordinate ``((j + 0.5) / w, (i + 0.5) / h)`` (see the module notes)."""
+    c5 = as_crops(crops)
+    out_h, out_w = size
+    w = c5[:, 2] - c5[:, 0]
+    h = c5[:, 3] - c5[:, 1]
+    cx = (c5[:, 0] + c5[:, 2]) / 2
+    cy = (c5[:, 1] + c5[:, 3]) / 2
+    a = np.radians(c5[:, 4])
+    co, si = np.cos(a), np.sin(a)
+    sx, sy = w / out_w, h / out_h
+    # Input pixel j samples crop pixel (j + 0.5) * sx - 0.5 (as cv2.resize does), and crop
+    # pixel c lies at corner + R @ c (the corner (x1, y1) before turning is crop pixel 0,
+    # as crops_to_image has it): image = centre + R @ (c - (w, h) / 2).
+    ox = 0.5 * sx - 0.5 - w / 2
+    oy = 0.5 * sy - 0.5 - h / 2
+    m = np.empty((len(c5), 2, 3))
+    m[:, 0, 0] = co * sx
+    m[:, 0, 1] = -si * sy
+    m[:, 1, 0] = si * sx
+    m[:, 1, 1] = co * sy
+    m[:, 0, 2] = cx + co * ox - si * oy
+    m[:, 1, 2] = cy + si * ox + co * oy
+    return m
+
+
+def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Sample each crop (N, 4 or 5, oriented) of ``image`` (H, W, C uint8) into a
+    (N, h, w, C) uint8 batch, the face turned upright. ``size`` is the network input
+    (height, width). Bilinear, black padding outside the image."""
     import cv2
 
     out_h, out_w = size
-    crops = np.asarray(crops, dtype=np.float64).reshape(-1, 4)
-    out = np.empty((len(crops), out_h, out_w, image.shape[2]), dtype=np.uint8)
-    for i, (x1, y1, x2, y2) in enumerate(crops):
-        sx = (x2 - x1) / out_w
-        sy = (y2 - y1) / out_h
-        # dst pixel centre d maps to crop pixel (d + 0.5) * s - 0.5, i.e. image x1 + that.
-        m = np.array([[sx, 0.0, x1 + 0.5 * sx - 0.5], [0.0, sy, y1 + 0.5 * sy - 0.5]])
+    maps = crop_affine(crops, size)
+    out = np.empty((len(maps), out_h, out_w, image.shape[2]), dtype=np.uint8)
+    for i, m in enumerate(maps):
         cv2.warpAffine(
             image,
             m,
@@ -289,11 +441,18 @@ def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> n
 
 
 def crops_to_image(points: np.ndarray, crops: np.ndarray) -> np.ndarray:
-    """Map normalised crop coordinates (N, L, 2) to image pixels via crops (N, 4)."""
-    crops = np.asarray(crops, dtype=np.float64).reshape(-1, 1, 4)
-    return crops[:, :, :2] + np.asarray(points, dtype=np.float64) * (
-        crops[:, :, 2:] - crops[:, :, :2]
-    )
+    """Map normalised crop coordinates (N, L, 2) to image pixels via crops (N, 4 or 5)."""
+    c5 = as_crops(crops)
+    pts = np.asarray(points, dtype=np.float64)
+    w = (c5[:, 2] - c5[:, 0])[:, None]
+    h = (c5[:, 3] - c5[:, 1])[:, None]
+    du = (pts[..., 0] - 0.5) * w
+    dv = (pts[..., 1] - 0.5) * h
+    a = np.radians(c5[:, 4])[:, None]
+    co, si = np.cos(a), np.sin(a)
+    cx = ((c5[:, 0] + c5[:, 2]) / 2)[:, None]
+    cy = ((c5[:, 1] + c5[:, 3]) / 2)[:, None]
+    return np.stack([cx + co * du - si * dv, cy + si * du + co * dv], axis=-1)
 
 
 def preset_crop_policy(preset: str | None) -> CropPolicy:

@@ -22,14 +22,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .crop import CropPolicy, as_boxes, crops_to_image, warp_crops
+from .confidence import Calibration
+from .crop import (
+    CropPolicy,
+    as_boxes,
+    as_crops,
+    crop_from_landmark_box,
+    crop_from_landmarks,
+    crop_from_points,
+    crops_to_image,
+    landmark_roll,
+    training_crop_enlargement,
+    warp_crops,
+)
 from .decode import PIPDecoder
 from .errors import InvalidArgumentError, InvalidBoxError, InvalidImageError, NoFaceError
 from .faces import MIN_MAX_SIDE
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
 from .schemes import conversion_indices, scheme_for
-from .stages import CropLandmarks, Face, FaceBoxes, OutputScheme
+from .stages import Crop, CropLandmarks, Face, FaceBoxes, OutputScheme
 
 if TYPE_CHECKING:  # pragma: no cover
     from .track import FrameFaces
@@ -66,6 +78,23 @@ class LandmarkDetector:
         never downscale.
     batch_size:
         Largest number of faces sent through the network in one call.
+    min_confidence:
+        Faces the face detector found whose :attr:`Face.confidence` (the estimated
+        probability that their landmarks are right) is below this are left out of
+        :meth:`detect`. ``None`` (default): the model's calibrated threshold (for the
+        bundled model it keeps over 99 % of right faces; see docs/angles.md), or 0 for
+        an uncalibrated model. ``0`` keeps every face. Faces for boxes you pass are
+        always returned, with their confidence.
+    orientation_search:
+        Faces at any roll. ``"auto"`` (default): crops are levelled by the face
+        detector's eye keypoints and then by the landmarks' eye line; a face the
+        network is unsure of is also tried a quarter and half turn round; and when no
+        confident face is found upright, the face detector looks again in the image
+        turned 90, 180 and 270 degrees. ``"always"``: also search the turned image when
+        upright faces were found (a face lying down in a group photo), at the cost of
+        three more face-detector runs per image. ``"off"``: only levelling by the
+        detector's keypoints, for images known to be upright (the fastest on photos
+        without faces).
     """
 
     def __init__(
@@ -79,11 +108,14 @@ class LandmarkDetector:
         detection_size: int | None = 640,
         batch_size: int = 16,
         providers: list[str] | None = None,
+        min_confidence: float | None = None,
+        orientation_search: str = "auto",
     ) -> None:
         _check_options(model=model, threads=threads, score_threshold=score_threshold,
                        nms_threshold=nms_threshold, max_faces=max_faces,
                        detection_size=detection_size, batch_size=batch_size,
-                       providers=providers)
+                       providers=providers, min_confidence=min_confidence,
+                       orientation_search=orientation_search)
         from .zoo import resolve_model  # paths pass through; names are downloaded once
 
         path = resolve_model(model)
@@ -98,10 +130,20 @@ class LandmarkDetector:
             "detection_size": detection_size,
             "batch_size": batch_size,
             "providers": providers,
+            "min_confidence": min_confidence,
+            "orientation_search": orientation_search,
         }
         spec = self._model.spec
         self._decoder = PIPDecoder(spec.meanface, num_nb=spec.num_nb)
         self._policy = CropPolicy.from_dict(spec.crop_policy)
+        self._calibration = Calibration.from_dict(spec.confidence)
+        self._search_below = (SEARCH_BELOW if self._calibration.calibrated
+                              else UNCALIBRATED_SEARCH_BELOW)
+        self._min_confidence = (self._calibration.threshold if min_confidence is None
+                                else float(min_confidence))
+        self._search = orientation_search
+        self._enlarge = training_crop_enlargement(spec)
+        self._meanface = np.asarray(spec.meanface, dtype=np.float64)
         self._max_faces = max_faces
         self._batch_size = batch_size
         self._face_options: dict[str, Any] = {
@@ -118,6 +160,7 @@ class LandmarkDetector:
         self._offset = (-mean / std)[order]
         self._rgb = spec.channel_order == "RGB"
         self._scheme = scheme_for(spec)
+        self._eyes = _eye_indices(self._scheme, spec.num_landmarks)
 
     # ------------------------------------------------------------------ public
     @property
@@ -171,9 +214,16 @@ class LandmarkDetector:
         ``points``: see :meth:`detect`.
         Raises :class:`~pipdetect.errors.NoFaceError` when no face is found.
         """
-        faces = self.detect(
-            image, boxes=None if box is None else [box], color=color, points=points
+        ((faces, dropped),) = self._detect_batch(
+            [image], boxes=None if box is None else [[box]], color=color, points=points
         )
+        if not faces and dropped:
+            raise NoFaceError(
+                f"{len(dropped)} face(s) found, but their landmarks are unlikely to be right "
+                f"(best confidence {max(dropped):.2f}, below min_confidence "
+                f"{self._min_confidence:.2f}): a blurred, tiny or half-hidden face, or not a "
+                "face at all. Pass min_confidence=0 to get them anyway, or box=(x1, y1, x2, y2)"
+            )
         if not faces:
             raise NoFaceError(
                 "no face found in the image; pass box=(x1, y1, x2, y2) if you know where "
@@ -224,6 +274,19 @@ class LandmarkDetector:
         raises (as :meth:`detect` would) and nothing is returned: check images
         first if some may be unreadable.
         """
+        return [faces for faces, _ in self._detect_batch(
+            images, boxes=boxes, color=color, points=points)]
+
+    def _detect_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        boxes: Sequence[Sequence[Box] | np.ndarray | None] | None,
+        color: str,
+        points: int | str | None,
+    ) -> list[tuple[list[Face], list[float]]]:
+        """:meth:`detect_batch`, with the confidences of the detected faces left out
+        for being below ``min_confidence`` (per image)."""
         imgs = [load_image(image, color) for image in images]
         if boxes is not None and len(boxes) != len(imgs):
             raise InvalidArgumentError(
@@ -231,17 +294,62 @@ class LandmarkDetector:
                 f"entries for {len(imgs)} images"
             )
         output = self.output_scheme(points)
+        given = [boxes is not None and boxes[i] is not None for i in range(len(imgs))]
         found = [
-            self.find_faces(img) if boxes is None or boxes[i] is None
-            else self.given_faces(boxes[i], img)
+            self.given_faces(boxes[i], img) if boxes is not None and boxes[i] is not None
+            else self.find_faces(img)
             for i, img in enumerate(imgs)
         ]
-        crops = [self.make_crops(f) for f in found]
-        results = self.run_network(list(zip(imgs, crops, strict=True)))
-        return [
-            self.build_faces(lm, f.boxes, f.scores, c, output)
-            for lm, f, c in zip(results, found, crops, strict=True)
+        located = self.locate(list(zip(imgs, found, strict=True)))
+        if self._search != "off":
+            self._search_turned(imgs, given, found, located)
+        out = []
+        for img_given, f, (crops, lm) in zip(given, found, located, strict=True):
+            conf = self.confidence(lm.scores)
+            keep = np.ones(len(crops), dtype=bool) if img_given else conf >= self._min_confidence
+            faces = self.build_faces(CropLandmarks(lm.points[keep], lm.scores[keep]),
+                                     f.boxes[keep], f.scores[keep], crops[keep], output)
+            out.append((faces, [float(c) for c in conf[~keep]]))
+        return out
+
+    def _search_turned(
+        self,
+        imgs: list[np.ndarray],
+        given: list[bool],
+        found: list[FaceBoxes],
+        located: list[tuple[np.ndarray, CropLandmarks]],
+    ) -> None:
+        """The face detector on images turned 90, 180 and 270 degrees, where no
+        confident face was found upright (``"auto"``) or always (``"always"``). Faces it
+        adds replace ``found`` / ``located`` entries in place, merged with the upright
+        ones (the more confident of two faces with overlapping landmarks is kept),
+        largest box first."""
+        todo = [
+            i for i, (crops, lm) in enumerate(located)
+            if not given[i] and (self._search == "always"
+                                 or not np.any(self.confidence(lm.scores) >= self._search_below))
         ]
+        if not todo:
+            return
+        turned = [_concat_faces([self.find_faces(imgs[i], turn=k) for k in (1, 2, 3)])
+                  for i in todo]
+        extra = self.locate([(imgs[i], t) for i, t in zip(todo, turned, strict=True)])
+        for i, t, (crops, lm) in zip(todo, turned, extra, strict=True):
+            if not len(t.boxes):
+                continue
+            faces = _concat_faces([found[i], t])
+            all_crops = np.concatenate([located[i][0], crops])
+            pts = np.concatenate([located[i][1].points, lm.points])
+            sc = np.concatenate([located[i][1].scores, lm.scores])
+            keep = _distinct(pts, self.confidence(sc))
+            area = ((faces.boxes[:, 2] - faces.boxes[:, 0])
+                    * (faces.boxes[:, 3] - faces.boxes[:, 1]))
+            order = keep[np.lexsort((-faces.scores[keep], -area[keep]))]
+            if self._max_faces is not None:
+                order = order[: self._max_faces]
+            found[i] = FaceBoxes(faces.boxes[order], faces.scores[order],
+                                 None if faces.keypoints is None else faces.keypoints[order])
+            located[i] = (all_crops[order], CropLandmarks(pts[order], sc[order]))
 
     def track(
         self,
@@ -332,26 +440,45 @@ class LandmarkDetector:
         name, indices = conversion_indices(self._scheme, points)
         return OutputScheme(name, indices)
 
-    def find_faces(self, image: np.ndarray) -> FaceBoxes:
+    @property
+    def min_confidence(self) -> float:
+        """Detected faces with a lower :attr:`Face.confidence` are left out of :meth:`detect`."""
+        return self._min_confidence
+
+    def confidence(self, scores: np.ndarray) -> np.ndarray:
+        """Confidence (n,) in [0, 1] of faces with per-landmark scores (n, L): the
+        estimated probability that their landmarks are right (the model's calibration,
+        :class:`pipdetect.confidence.Calibration`)."""
+        return self._calibration(scores)
+
+    def find_faces(self, image: np.ndarray, *, turn: int = 0) -> FaceBoxes:
         """Stage 1: faces the face detector (YuNet) finds in ``image`` ((H, W, 3) uint8 BGR).
 
         Boxes ``(x1, y1, x2, y2)`` and keypoints in original-image pixels, largest
         box first (ties: higher score first), at most :attr:`max_faces`. The image is
-        downscaled to ``detection_size`` for the face detector only.
+        downscaled to ``detection_size`` for the face detector only. ``turn``: look in
+        the image turned this many quarter turns clockwise (0-3); the results are
+        mapped back into ``image`` (boxes stay axis-aligned there).
         """
         if self._finder is None:
             from .faces import FaceFinder
 
             self._finder = FaceFinder(**self._face_options)
-        found = self._finder.find(image)
-        face_boxes, scores = found.boxes, found.scores
+        k = int(turn) % 4
+        found = self._finder.find(np.rot90(image, -k) if k else image)
+        face_boxes, scores, keypoints = found.boxes, found.scores, found.keypoints
         if len(face_boxes) == 0:
             return FaceBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        if k:
+            m = _unturn(k, image.shape[:2])
+            corners = _apply(m, face_boxes.reshape(-1, 2, 2))
+            face_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+            keypoints = _apply(m, keypoints)
         area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
         order = np.lexsort((-scores, -area))
         if self._max_faces is not None:
             order = order[: self._max_faces]
-        return FaceBoxes(face_boxes[order], scores[order], found.keypoints[order])
+        return FaceBoxes(face_boxes[order], scores[order], keypoints[order])
 
     def given_faces(self, boxes: Any, image: np.ndarray) -> FaceBoxes:
         """Stage 1, for boxes a caller passed: one (4,) or several (n, 4)
@@ -366,39 +493,193 @@ class LandmarkDetector:
         return FaceBoxes(face_boxes, np.ones(len(face_boxes)), None)
 
     def make_crops(self, faces: FaceBoxes) -> np.ndarray:
-        """Stage 2: the crops (n, 4) float64 ``(x1, y1, x2, y2)`` image pixels fed to the
-        network, by the model's crop policy (:class:`~pipdetect.crop.CropPolicy`): from
-        box and keypoints for detections, from the box alone for boxes passed. Crops are
-        axis-aligned, not necessarily square, and may reach outside the image."""
+        """Stage 2: the crops (n, 5) float64 ``(x1, y1, x2, y2, angle)`` fed to the
+        network, by the model's crop policy (:class:`~pipdetect.crop.CropPolicy`): for
+        detections, levelled by the keypoints' roll and placed from box and keypoints;
+        for boxes passed, from the box alone, axis-aligned. Crops are not necessarily
+        square and may reach outside the image (the warp pads with black)."""
         if len(faces.boxes) == 0:
-            return np.zeros((0, 4))
+            return np.zeros((0, 5))
         return self._policy.crops(faces.boxes, faces.keypoints)
+
+    def crops_from_landmarks(
+        self, landmarks: CropLandmarks, image_size: tuple[int, int]
+    ) -> np.ndarray:
+        """Stage 2 again, from landmarks: the crops (n, 5) in which the model was trained
+        to see faces with these landmarks (points (n, L, 2) in pixels of an image of
+        ``image_size`` (height, width), scores (n, L)), levelled by their eye line.
+
+        Models trained on the 68-point landmark box x F (the 300W presets, pipdetect's
+        own models: :func:`~pipdetect.crop.training_crop_enlargement`) get exactly that
+        box, measured in the levelled frame; others the crop in which the landmarks best
+        match the mean face. Landmarks the model is unsure of (score below
+        :data:`SURE_SCORE`) or outside the image are first replaced by the mean face's
+        fit to the others. Used for second passes and by the tracker for the next frame.
+        """
+        points, scores = landmarks
+        h, w = image_size[:2]
+        out = np.zeros((len(points), 5))
+        for i, (pts, sc) in enumerate(zip(points, scores, strict=True)):
+            inside = ((pts[:, 0] >= 0) & (pts[:, 0] <= w - 1)
+                      & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1))
+            sure = (sc >= SURE_SCORE) & inside
+            if sure.sum() < max(3, len(sc) // 4):
+                sure[:] = True
+            angle = (landmark_roll(pts[None], *self._eyes) if self._eyes is not None
+                     else np.zeros(1))
+            mf = self._meanface[sure]
+            fit = crop_from_points(pts[sure][None], angle,
+                                   lambda q, mf=mf: crop_from_landmarks(q, mf))
+            if self._enlarge is None:
+                out[i] = fit[0]
+                continue
+            if not sure.all():  # unsure points: the mean face's, placed by the fit
+                pts = np.where(sure[:, None], pts, crops_to_image(self._meanface[None], fit)[0])
+            out[i] = crop_from_landmark_box(pts[None], self._enlarge)[0] if len(pts) == 68 \
+                else fit[0]
+        return out
+
+    def locate(
+        self, items: Sequence[tuple[np.ndarray, FaceBoxes]]
+    ) -> list[tuple[np.ndarray, CropLandmarks]]:
+        """Stages 2-3 for faces at any roll: ``(image, faces)`` pairs to ``(crops (n, 5),
+        landmarks)`` per image, all images' faces through the network together.
+
+        1. Crops by :meth:`make_crops` (levelled by the detector's eye keypoints), the
+           network.
+        2. Unless ``orientation_search="off"``: a face whose confidence is below
+           :data:`SEARCH_BELOW` is tried in its crop turned by 90, 180 and 270 degrees;
+           the most confident of the four is kept (the detector's keypoints are wrong on
+           faces rolled past about 45 degrees).
+        3. Levelling: a face whose landmarks' eye line is more than
+           :data:`LEVEL_TOLERANCE` degrees off its crop's angle, and every face from a
+           box the caller passed (whose style may differ from the training crop), is run
+           again in :meth:`crops_from_landmarks`, up to :data:`MAX_REFINE` times.
+
+        On an upright photo step 1 is usually all that runs (docs/angles.md has the cost).
+        """
+        imgs = [img for img, _ in items]
+        crops = [self.make_crops(f) for _, f in items]
+        owner = np.concatenate(
+            [np.full(len(c), i, dtype=np.intp) for i, c in enumerate(crops)] or [np.zeros(0)]
+        ).astype(np.intp)
+        flat = np.concatenate(crops) if len(owner) else np.zeros((0, 5))
+        boxes = np.concatenate([f.boxes for _, f in items]) if len(owner) else np.zeros((0, 4))
+        # Faces from boxes the caller passed start from a crop of unknown style: levelled
+        # and re-cropped by the training rule until the crop settles.
+        unsure_start = np.concatenate(
+            [np.full(len(f.boxes), f.keypoints is None) for _, f in items] or [np.zeros(0)]
+        ).astype(bool)
+        pts, sc = self._run_flat(imgs, owner, flat)
+        if self._search != "off" and len(flat):
+            flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc)
+            unsure_start |= turned
+        flat, pts, sc = self._level(imgs, owner, flat, pts, sc, unsure_start)
+        out = []
+        for i in range(len(items)):
+            sel = owner == i
+            out.append((flat[sel], CropLandmarks(pts[sel], sc[sel])))
+        return out
+
+    def _run_flat(
+        self, imgs: list[np.ndarray], owner: np.ndarray, crops: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """run_network on crops (n, 5) of ``imgs[owner]``: points (n, L, 2), scores (n, L)."""
+        n, size = len(crops), self.num_landmarks
+        pts, sc = np.zeros((n, size, 2)), np.zeros((n, size))
+        images = np.unique(owner)
+        results = self.run_network([(imgs[i], crops[owner == i]) for i in images])
+        for i, res in zip(images, results, strict=True):
+            pts[owner == i], sc[owner == i] = res.points, res.scores
+        return pts, sc
+
+    def _turn_unsure(
+        self, imgs: list[np.ndarray], owner: np.ndarray, boxes: np.ndarray,
+        crops: np.ndarray, pts: np.ndarray, sc: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Unsure faces tried in their box's crop turned 90, 180 and 270 degrees (box-only
+        policy in that frame); the most confident of the four is kept. Also returns which
+        faces moved to a turned crop."""
+        moved_mask = np.zeros(len(crops), dtype=bool)
+        unsure = np.flatnonzero(self.confidence(sc) < self._search_below)
+        if not len(unsure):
+            return crops, pts, sc, moved_mask
+        turned = np.concatenate([self._policy.crops(boxes[unsure], None, k) for k in (1, 2, 3)])
+        tp, ts = self._run_flat(imgs, np.tile(owner[unsure], 3), turned)
+        conf = np.concatenate([self.confidence(sc[unsure]), self.confidence(ts)])
+        best = np.argmax(conf.reshape(4, -1), axis=0)  # ties keep the crop as it was
+        pick = (best - 1) * len(unsure) + np.arange(len(unsure))
+        moved = best > 0
+        crops, pts, sc = crops.copy(), pts.copy(), sc.copy()
+        crops[unsure[moved]] = turned[pick[moved]]
+        pts[unsure[moved]] = tp[pick[moved]]
+        sc[unsure[moved]] = ts[pick[moved]]
+        moved_mask[unsure[moved]] = True
+        return crops, pts, sc, moved_mask
+
+    def _level(
+        self, imgs: list[np.ndarray], owner: np.ndarray, crops: np.ndarray,
+        pts: np.ndarray, sc: np.ndarray, unsure_start: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces re-run in crops built from their landmarks (:meth:`crops_from_landmarks`):
+        those in ``unsure_start`` until the crop settles (turns less than :data:`SETTLED`
+        degrees and moves less than :data:`SETTLED_SHIFT` of its size), others only when
+        their eye line is more than :data:`LEVEL_TOLERANCE` degrees off the crop's angle
+        (then also until it settles); at most :data:`MAX_REFINE` extra passes."""
+        crops, pts, sc = crops.copy(), pts.copy(), sc.copy()
+        active = unsure_start.copy()
+        if self._eyes is not None and len(crops):
+            off = np.abs(_wrap(landmark_roll(pts, *self._eyes) - crops[:, 4]))
+            active |= off > LEVEL_TOLERANCE
+        for _ in range(MAX_REFINE):
+            idx = np.flatnonzero(active)
+            if not len(idx):
+                break
+            new = np.concatenate([
+                self.crops_from_landmarks(CropLandmarks(pts[[j]], sc[[j]]),
+                                          imgs[owner[j]].shape[:2]) for j in idx])
+            old = crops[idx]
+            size = np.maximum(old[:, 2:4] - old[:, :2], 1e-9)
+            shift = np.abs(((new[:, :2] + new[:, 2:4]) - (old[:, :2] + old[:, 2:4])) / 2) / size
+            grow = np.abs(np.log(np.maximum(new[:, 2:4] - new[:, :2], 1e-9) / size))
+            turn = np.abs(_wrap(new[:, 4] - old[:, 4]))
+            crops[idx] = new
+            pts[idx], sc[idx] = self._run_flat(imgs, owner[idx], new)
+            active[:] = False
+            active[idx] = ((turn > SETTLED) | (shift.max(axis=1) > SETTLED_SHIFT)
+                           | (grow.max(axis=1) > SETTLED_SHIFT))
+        return crops, pts, sc
 
     def run_network(
         self, items: Sequence[tuple[np.ndarray, np.ndarray]]
     ) -> list[CropLandmarks]:
-        """Stage 3: landmarks for ``(image, crops)`` pairs, the crops (n_i, 4) of all
-        images through the network together (chunks of :attr:`batch_size`).
+        """Stage 3: landmarks for ``(image, crops)`` pairs, the crops (n_i, 5) (or axis-
+        aligned (n_i, 4)) of all images through the network together, in chunks of
+        :attr:`batch_size`: at most that many crops are warped at once, so memory stays
+        bounded however many faces there are.
 
-        Each crop is warped (bilinear, black padding) to the model input, run, decoded
-        (:class:`~pipdetect.decode.PIPDecoder`) and mapped back to its image: per pair,
-        points (n_i, L, 2) float64 in original-image pixels and scores (n_i, L).
+        Each crop is warped (bilinear, black padding, turned upright) to the model input,
+        run, decoded (:class:`~pipdetect.decode.PIPDecoder`) and mapped back to its image:
+        per pair, points (n_i, L, 2) float64 in original-image pixels and scores (n_i, L).
         """
         counts = [len(crops) for _, crops in items]
-        if sum(counts) == 0:
-            empty = CropLandmarks(
-                np.zeros((0, self.num_landmarks, 2)), np.zeros((0, self.num_landmarks))
-            )
-            return [empty for _ in items]
-        batch = np.concatenate(
-            [warp_crops(img, crops, self.spec.input_size) for img, crops in items if len(crops)]
-        )
-        points, lm_scores = self._landmarks(batch)
+        total = sum(counts)
+        size = self.num_landmarks
+        points, lm_scores = np.zeros((total, size, 2)), np.zeros((total, size))
+        refs = [(img, as_crops(crops)) for img, crops in items]
+        jobs = [(img, c[j]) for img, c in refs for j in range(len(c))]
+        for start in range(0, total, self._batch_size):
+            chunk = jobs[start : start + self._batch_size]
+            batch = np.concatenate(
+                [warp_crops(img, c[None], self.spec.input_size) for img, c in chunk])
+            p, s = self._landmarks(batch)
+            stop = start + len(chunk)
+            points[start:stop] = crops_to_image(p, np.stack([c for _, c in chunk]))
+            lm_scores[start:stop] = s
         out = []
         start = 0
-        for (_, crops), n in zip(items, counts, strict=True):
-            pix = crops_to_image(points[start : start + n], crops)
-            out.append(CropLandmarks(pix, lm_scores[start : start + n]))
+        for n in counts:
+            out.append(CropLandmarks(points[start : start + n], lm_scores[start : start + n]))
             start += n
         return out
 
@@ -420,6 +701,8 @@ class LandmarkDetector:
         """
         pixels, lm_scores = landmarks
         subset = output.indices
+        confidence = self.confidence(lm_scores) if len(crops) else np.zeros(0)
+        crops = as_crops(crops) if len(crops) else np.zeros((0, 5))
         faces = []
         for i in range(len(crops)):
             lm = pixels[i].astype(np.float32)
@@ -433,10 +716,11 @@ class LandmarkDetector:
                     landmarks=lm,
                     scores=sc,
                     box=_box_tuple(boxes[i]),
-                    crop=_box_tuple(crops[i]),
+                    crop=Crop(*(float(v) for v in crops[i])),
                     score=float(box_scores[i]),
                     scheme=output.name,
                     track_id=None if track_ids is None else int(track_ids[i]),
+                    confidence=float(confidence[i]),
                 )
             )
         return faces
@@ -472,6 +756,101 @@ class LandmarkDetector:
             np.multiply(crops[..., src], self._scale[src], out=out[:, k], dtype=np.float32)
             out[:, k] += self._offset[src]
         return out
+
+
+ORIENTATION_SEARCH = ("auto", "always", "off")
+"""Values of ``LandmarkDetector(orientation_search=...)``."""
+SEARCH_BELOW = 0.5
+"""A face less confident than this is tried turned a quarter and half round; an image with
+no face at least this confident is searched turned (``orientation_search="auto"``)."""
+UNCALIBRATED_SEARCH_BELOW = 0.25
+""":data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
+LEVEL_TOLERANCE = 10.0
+"""Degrees between a crop's angle and its landmarks' eye line above which the face is run
+again in a crop levelled by the landmarks."""
+SETTLED = 3.0
+"""A face already re-levelled goes round again while its eye line is more than this many
+degrees off its crop's angle."""
+SETTLED_SHIFT = 0.03
+"""... or while its crop moves or changes size by more than this fraction of its size."""
+MAX_REFINE = 4
+"""Most extra network passes a face gets for levelling."""
+SURE_SCORE = 0.25
+"""Landmarks scored below this are treated as unsure (occluded) when a crop is built from
+landmarks (the tracker's choice, benchmarks/video_bench.py)."""
+
+
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    return (np.asarray(angle, dtype=np.float64) + 180.0) % 360.0 - 180.0
+
+
+def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The (right eye, left eye) landmark indices of a named scheme, or ``None``."""
+    from .schemes import SCHEMES
+
+    known = SCHEMES.get(scheme)
+    if known is None or known.num_points != num_landmarks:
+        return None
+    try:
+        return known.indices("right_eye"), known.indices("left_eye")
+    except KeyError:
+        return None
+
+
+def _quarter_turned(crops: np.ndarray, k: int) -> np.ndarray:
+    """Crops (n, 5) turned ``k`` quarter turns clockwise about their centres (width and
+    height swap on odd turns, so the same region of the image is covered)."""
+    out = crops.copy()
+    if k % 2:
+        centre = (crops[:, :2] + crops[:, 2:4]) / 2
+        half = (crops[:, 2:4] - crops[:, :2])[:, ::-1] / 2
+        out[:, :2], out[:, 2:4] = centre - half, centre + half
+    out[:, 4] = _wrap(crops[:, 4] + 90.0 * k)
+    return out
+
+
+def _unturn(k: int, shape: tuple[int, int]) -> np.ndarray:
+    """(2, 3) affine map from pixels of an image turned ``k`` quarter turns clockwise
+    (``np.rot90(image, -k)``) back to pixels of the (H, W) image (pixel centres at
+    integers)."""
+    h, w = shape
+    m = np.eye(3)
+    for step in range(k):
+        # one clockwise quarter turn of an (hh, ww) image: (x, y) -> (hh - 1 - y, x)
+        hh, ww = (h, w) if step % 2 == 0 else (w, h)
+        turn = np.array([[0.0, -1.0, hh - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        m = turn @ m
+        del ww
+    return np.linalg.inv(m)[:2]
+
+
+def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points @ m[:, :2].T + m[:, 2])
+
+
+def _concat_faces(parts: list[FaceBoxes]) -> FaceBoxes:
+    kps = [p.keypoints if p.keypoints is not None else np.full((len(p.boxes), 5, 2), np.nan)
+           for p in parts]
+    return FaceBoxes(np.concatenate([p.boxes for p in parts]),
+                     np.concatenate([p.scores for p in parts]), np.concatenate(kps))
+
+
+def _distinct(points: np.ndarray, confidence: np.ndarray, overlap: float = 0.3) -> np.ndarray:
+    """Indices of faces kept when faces whose landmark boxes overlap (IoU above
+    ``overlap``) are the same face: the most confident of each group."""
+    lo, hi = points.min(axis=1), points.max(axis=1)
+    kept: list[int] = []
+    for i in np.argsort(-confidence, kind="stable"):
+        if kept:
+            k = np.asarray(kept)
+            iw = np.clip(np.minimum(hi[k, 0], hi[i, 0]) - np.maximum(lo[k, 0], lo[i, 0]), 0, None)
+            ih = np.clip(np.minimum(hi[k, 1], hi[i, 1]) - np.maximum(lo[k, 1], lo[i, 1]), 0, None)
+            inter = iw * ih
+            area = np.prod(hi - lo, axis=1)
+            if np.any(inter / (area[k] + area[i] - inter + 1e-9) > overlap):
+                continue
+        kept.append(int(i))
+    return np.asarray(sorted(kept), dtype=np.intp)
 
 
 def _box_tuple(b: np.ndarray) -> tuple[float, float, float, float]:
@@ -537,6 +916,15 @@ def _check_options(**options: Any) -> None:
             raise bad(name, f"an integer >= {low} or None ({unit})")
     if not (_is_int(options["batch_size"]) and options["batch_size"] >= 1):
         raise bad("batch_size", "an integer >= 1 (faces per network call)")
+    confidence = options["min_confidence"]
+    if confidence is not None and (
+        isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.number))
+        or not 0.0 <= float(confidence) <= 1.0
+    ):
+        raise bad("min_confidence", "a number between 0 and 1, or None (the model's calibrated "
+                  "threshold)")
+    if options["orientation_search"] not in ORIENTATION_SEARCH:
+        raise bad("orientation_search", "one of " + ", ".join(map(repr, ORIENTATION_SEARCH)))
     providers = options["providers"]
     if providers is not None and not (
         isinstance(providers, (list, tuple)) and all(isinstance(p, str) for p in providers)

@@ -178,8 +178,8 @@ def draw_faces(
 
     canvas = _canvas(image, copy)
     for face in faces:
-        x1, y1, x2, y2 = face.crop
-        size = math.sqrt(max(x2 - x1, 1.0) * max(y2 - y1, 1.0)) / 1.3
+        crop_w, crop_h = face.crop[2] - face.crop[0], face.crop[3] - face.crop[1]
+        size = math.sqrt(max(crop_w, 1.0) * max(crop_h, 1.0)) / 1.3
         radius, thickness = style_for(size)
         if boxes:
             b = _fixed(np.asarray(face.box, dtype=np.float64).reshape(2, 2))

@@ -106,6 +106,10 @@ class ModelSpec:
     license: str = "unknown"
     accuracy: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    confidence: dict[str, Any] | None = None
+    """How per-landmark scores become a face's confidence (a probability that its
+    landmarks are right); see :class:`pipdetect.confidence.Calibration`. ``None``:
+    uncalibrated."""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -139,6 +143,7 @@ class ModelSpec:
             "license": self.license,
             "accuracy": self.accuracy,
             "provenance": self.provenance,
+            "confidence": self.confidence,
         }
 
     def to_metadata(self) -> dict[str, str]:
@@ -315,6 +320,13 @@ def _crop_policy(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _confidence(value: Any) -> dict[str, Any] | None:
+    from .confidence import Calibration
+
+    Calibration.from_dict(value)
+    return None if value is None else dict(value)
+
+
 FIELDS: dict[str, FieldCheck] = {
     "name": FieldCheck(_text(200), required=True),
     "num_landmarks": FieldCheck(_integer(2, MAX_LANDMARKS), required=True),
@@ -332,6 +344,7 @@ FIELDS: dict[str, FieldCheck] = {
     "license": FieldCheck(_text(20_000)),
     "accuracy": FieldCheck(_json_object),
     "provenance": FieldCheck(_json_object),
+    "confidence": FieldCheck(_confidence),
 }
 """The metadata fields read by :meth:`ModelSpec.from_dict`, each with its one check.
 A new field gets its parser here (and its attribute in :class:`ModelSpec`); checks of

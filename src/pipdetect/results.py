@@ -1,6 +1,6 @@
 """Result files: the JSON document, CSV rows and NumPy arrays pipdetect writes.
 
-JSON schema (``"format": "pipdetect.landmarks/1"``)
+JSON schema (``"format": "pipdetect.landmarks/2"``)
 ---------------------------------------------------
 One document per image or video. Coordinates are pixels of the original image or
 frame: x to the right, y down, pixel centres at integer values (OpenCV's
@@ -10,7 +10,7 @@ convention); boxes are ``[x1, y1, x2, y2]``. Numbers are rounded to 1/1000 pixel
 Image::
 
     {
-      "format": "pipdetect.landmarks/1",
+      "format": "pipdetect.landmarks/2",
       "kind": "image",
       "source": "photos/a.jpg",      # the path as given (null for in-memory images)
       "width": 512, "height": 512,   # pixels
@@ -34,9 +34,14 @@ FACE (:meth:`pipdetect.Face.to_dict`)::
     {
       "box": [x1, y1, x2, y2],       # face detector's box (or the box passed, or, on a
                                      #   tracked frame, the landmarks' bounding box)
-      "crop": [x1, y1, x2, y2],      # region fed to the model
+      "crop": [x1, y1, x2, y2, angle],  # region fed to the model: the rectangle turned by
+                                     #   angle degrees (clockwise on screen) about its
+                                     #   centre, the face's roll (pipdetect.Crop)
       "score": 0.93,                 # face detector confidence in [0, 1] (1 for boxes
                                      #   passed; tracking confidence on tracked frames)
+      "confidence": 0.97,            # probability that the landmarks are right
+                                     #   (NME <= 8 %), pipdetect.confidence
+      "pose": [roll, yaw, pitch],    # head pose in degrees (pipdetect.pose), or null
       "landmarks": [[x, y], ...],    # num_landmarks points, in the scheme's order
       "scores": [s, ...],            # per-landmark confidence, roughly [0, 1]
       "track_id": 0                  # videos only: same number for the same face
@@ -45,9 +50,11 @@ FACE (:meth:`pipdetect.Face.to_dict`)::
 CSV
 ---
 One row per face, header first: ``source, frame, time, face, track_id, score,
-box_x1, box_y1, box_x2, box_y2, crop_x1, crop_y1, crop_x2, crop_y2, x0 .. x{N-1},
-y0 .. y{N-1}, s0 .. s{N-1}, error`` (``frame``, ``time``, ``track_id`` empty for images;
-``face`` is the face's position in its image or frame). An image or video frame
+confidence, box_x1, box_y1, box_x2, box_y2, crop_x1, crop_y1, crop_x2, crop_y2,
+crop_angle, roll, yaw, pitch, x0 .. x{N-1}, y0 .. y{N-1}, s0 .. s{N-1}, error``
+(``frame``, ``time``, ``track_id`` empty for images; ``face`` is the face's position
+in its image or frame; ``crop_angle`` the crop's turn in degrees; ``roll, yaw, pitch``
+the head pose in degrees, empty where the scheme has no pose). An image or video frame
 without a face still has one row, with ``face`` and everything after it empty; an
 input that failed (:func:`error_record`) has one row with only ``source`` and
 ``error`` filled.
@@ -100,7 +107,7 @@ __all__ = [
     "write_csv",
 ]
 
-FORMAT = "pipdetect.landmarks/1"
+FORMAT = "pipdetect.landmarks/2"
 """The ``format`` value of every JSON document this version writes."""
 
 
@@ -211,9 +218,10 @@ def csv_header(num_landmarks: int) -> list[str]:
     """Column names of the CSV format for ``num_landmarks`` points (see the module docs)."""
     n = range(num_landmarks)
     return (
-        ["source", "frame", "time", "face", "track_id", "score"]
+        ["source", "frame", "time", "face", "track_id", "score", "confidence"]
         + [f"box_{k}" for k in ("x1", "y1", "x2", "y2")]
-        + [f"crop_{k}" for k in ("x1", "y1", "x2", "y2")]
+        + [f"crop_{k}" for k in ("x1", "y1", "x2", "y2", "angle")]
+        + ["roll", "yaw", "pitch"]
         + [f"x{i}" for i in n] + [f"y{i}" for i in n] + [f"s{i}" for i in n]
         + ["error"]
     )
@@ -246,8 +254,10 @@ def csv_rows(record: dict[str, Any], num_landmarks: int | None = None) -> Iterat
         for k, face in enumerate(faces):
             lm = face["landmarks"]
             yield (
-                [source, frame, time, k, face.get("track_id", ""), face["score"]]
-                + list(face["box"]) + list(face["crop"])
+                [source, frame, time, k, face.get("track_id", ""), face["score"],
+                 face.get("confidence", "")]
+                + list(face["box"]) + list(face["crop"]) + [""] * (5 - len(face["crop"]))
+                + list(face.get("pose") or ["", "", ""])
                 + [p[0] for p in lm] + [p[1] for p in lm] + list(face["scores"]) + [""]
             )
 

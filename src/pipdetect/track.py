@@ -3,15 +3,12 @@
 How a :class:`Tracker` handles a frame:
 
 1. **Follow.** Each tracked face's landmarks of the previous frame give its crop
-   for this one, by the rule the model was trained with: for models whose metadata
-   says their training crop is the 68-point landmark box x F (300W presets and
-   pipdetect's own models, :func:`pipdetect.crop.training_crop_enlargement`) exactly
-   that box (:func:`pipdetect.crop.crop_from_landmark_box`, measured upright); for the
-   others :func:`pipdetect.crop.crop_from_landmarks`, the crop in which those
-   landmarks look most like the model's mean face (fitted to the landmarks scoring at
-   least ``min_confidence``, so an occluded point does not drag the crop away). The
-   network runs on all tracked faces at once. No face detection.
-2. **Check.** A track whose confidence (mean per-landmark score) falls below
+   for this one, by the rule the model was trained with, levelled by the landmarks'
+   eye line (the detector's stage ``crops_from_landmarks``: an oriented crop, the
+   same representation detection uses, so a face rolling in the picture is always
+   seen upright). The network runs on all tracked faces at once. No face detection.
+2. **Check.** A track whose confidence (:attr:`pipdetect.Face.confidence`, the
+   calibrated probability that the landmarks are right) falls below
    ``min_confidence`` is *lost*.
 3. **Detect** only when needed: when there is no track, when a track was lost, and
    every ``redetect_interval`` frames (to pick up faces that entered the picture).
@@ -20,6 +17,8 @@ How a :class:`Tracker` handles a frame:
    other detections start new tracks (up to ``max_faces``); lost tracks nobody
    re-found end. Boxes you pass to :meth:`Tracker.update` act as that frame's
    detections (the face detector does not run) and take precedence over following.
+   New and re-found faces go through the detector's ``locate`` stage: levelled,
+   searched at quarter turns when unsure, as :meth:`LandmarkDetector.detect` does.
 4. **Smooth** each track's landmarks over time with a :class:`FaceSmoother`: the
    face's pose (shift, scale, roll, fitted to all landmarks) and its shape are
    smoothed separately, so head motion passes without lag while the per-landmark
@@ -47,16 +46,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .crop import crop_from_landmark_box, crop_from_landmarks, training_crop_enlargement
+from .crop import crop_corners
 from .errors import ConcurrentUseError, InvalidArgumentError
 from .image import load_image
-from .stages import CropLandmarks
+from .stages import CropLandmarks, FaceBoxes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stages import Face, Stages
 
 __all__ = ["SMOOTHING_PRESETS", "FaceSmoother", "FrameFaces", "OneEuroFilter", "Tracker", "track"]
 
+UNCALIBRATED_MIN_CONFIDENCE = 0.25
+"""A tracked face of a model without a confidence calibration is lost when its mean landmark
+score falls below this (the rule of earlier versions)."""
 AFTER_CUT_FRAMES = 4
 """Frames after a followed face was last cut by the border in which the face detector
 still runs and its crop is used (the face has just re-entered the picture)."""
@@ -285,7 +287,7 @@ class FrameFaces(list):
 class _Track:
     id: int
     next_crop: np.ndarray
-    """(4,) crop for the next frame: from the last landmarks when they were confident,
+    """(5,) oriented crop for the next frame: from the last landmarks when they were confident,
     else the last crop (a face re-found with low confidence keeps its detector crop)."""
     smoother: OneEuroFilter | FaceSmoother | None
     since_cut: int = 1 << 30
@@ -362,8 +364,10 @@ class Tracker:
         Run the face detector at least every this many frames to find new faces
         (``0`` or ``None``: only when there is no face or one was lost).
     min_confidence:
-        A followed face whose mean landmark score falls below this is lost (and
-        looked for again with the face detector on the same frame).
+        A followed face whose :attr:`~pipdetect.Face.confidence` falls below this is
+        lost (and looked for again with the face detector on the same frame).
+        ``None`` (default): the detector's ``min_confidence`` (the model's calibrated
+        threshold), or 0.25 for a model without a calibration (its mean landmark score).
     smoothing:
         Smooth landmarks over time, per face: ``True`` or ``"smooth"`` (default) or
         ``"responsive"``, a :class:`FaceSmoother` with those :data:`SMOOTHING_PRESETS`;
@@ -392,7 +396,7 @@ class Tracker:
         detector: Stages,
         *,
         redetect_interval: int | None = 10,
-        min_confidence: float = 0.25,
+        min_confidence: float | None = None,
         smoothing: bool | str = True,
         min_cutoff: float | None = None,
         beta: float | None = None,
@@ -442,6 +446,10 @@ class Tracker:
             preset = "one-euro"
         self._det = detector
         self._interval = int(redetect_interval or 0)
+        if min_confidence is None:
+            min_confidence = detector.min_confidence or UNCALIBRATED_MIN_CONFIDENCE
+        if not 0.0 <= float(min_confidence) <= 1.0:
+            raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence!r}")
         self._min_confidence = float(min_confidence)
         self._smoothing = preset
         self._filter_args = tuple(float(v) for v in one_euro)
@@ -498,10 +506,10 @@ class Tracker:
 
         # 1. follow: last landmarks -> this frame's crops -> network
         tracks = self._tracks
-        crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 4))
+        crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 5))
         pixels, scores = det.run_network([(img, crops)])[0]
         self.network_runs += len(tracks)
-        conf = scores.mean(axis=1) if len(tracks) else np.zeros(0)
+        conf = det.confidence(scores)
         alive = conf >= self._min_confidence
         # per track: (pixels, scores, box or None, detector score or None, crop)
         result: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None,
@@ -517,8 +525,9 @@ class Tracker:
         # NME without this, 2.82 % while cut, 2.80 % also 4 frames after; per-frame
         # detection 2.81 %; 8 or 16 frames after gave no more).
         height, width = img.shape[:2]
-        cut = ((crops[:, 0] < 0) | (crops[:, 1] < 0) | (crops[:, 2] > width - 1)
-               | (crops[:, 3] > height - 1)) if len(tracks) else np.zeros(0, dtype=bool)
+        corners = crop_corners(crops)
+        cut = ((corners < 0).any(axis=(1, 2)) | (corners[..., 0] > width - 1).any(axis=1)
+               | (corners[..., 1] > height - 1).any(axis=1))
         for i, t in enumerate(tracks):
             t.since_cut = 0 if cut[i] else t.since_cut + 1
             cut[i] = t.since_cut <= AFTER_CUT_FRAMES
@@ -539,7 +548,8 @@ class Tracker:
                 found = det.find_faces(img)
                 self.detector_runs += 1
                 detected = True
-            dboxes, dscores, dcrops = found.boxes, found.scores, det.make_crops(found)
+            dboxes, dscores = found.boxes, found.scores
+            dcrops = det.make_crops(found)
             self._last_detection = index
             pairs = _greedy_match(_iou(dcrops, crops), self._match_iou)
             matched_dets = {d for d, _ in pairs}
@@ -560,14 +570,17 @@ class Tracker:
                     room -= 1
             if rerun:
                 idx = [d for d, _ in rerun]
-                rp, rs = det.run_network([(img, dcrops[idx])])[0]
+                kps = None if found.keypoints is None else found.keypoints[idx]
+                lcrops, (lp, ls) = det.locate(
+                    [(img, FaceBoxes(dboxes[idx], dscores[idx], kps))])[0]
                 self.network_runs += len(rerun)
                 for k, (d, tid) in enumerate(rerun):
-                    result[tid] = (rp[k], rs[k], dboxes[d], float(dscores[d]), dcrops[d])
+                    result[tid] = (lp[k], ls[k], dboxes[d], float(dscores[d]), lcrops[k])
 
         # 3. keep tracks that have a result this frame; drop duplicates of one face
         by_id = {t.id: t for t in tracks + new_tracks}
-        ids = sorted(result, key=lambda tid: (-float(np.mean(result[tid][1])), tid))
+        ids = sorted(result, key=lambda tid: (-float(det.confidence(result[tid][1][None])[0]),
+                                              tid))
         kept: list[int] = []
         for tid in ids:
             crop = result[tid][4][None]
@@ -580,8 +593,9 @@ class Tracker:
         self._tracks = [by_id[tid] for tid in kept]
         for tid in kept:
             pts, sc, crop = result[tid][0], result[tid][1], result[tid][4]
-            if float(np.mean(sc)) >= self._min_confidence:
-                by_id[tid].next_crop = self._fit_crop(pts, sc, img.shape)
+            if float(det.confidence(sc[None])[0]) >= self._min_confidence:
+                by_id[tid].next_crop = det.crops_from_landmarks(
+                    CropLandmarks(pts[None], sc[None]), img.shape[:2])[0]
             else:
                 by_id[tid].next_crop = np.asarray(crop)
         out: list[Face] = []
@@ -590,7 +604,7 @@ class Tracker:
             pts, sc, box, dscore, crop = result[tid]
             if box is None:
                 box = np.concatenate([pts.min(axis=0), pts.max(axis=0)])
-                dscore = float(np.clip(np.mean(sc), 0.0, 1.0))
+                dscore = float(det.confidence(sc[None])[0])
             shown = pts
             if isinstance(track.smoother, FaceSmoother):
                 shown = track.smoother(pts, time, scores=sc)
@@ -603,47 +617,6 @@ class Tracker:
             )
         self._frame += 1
         return FrameFaces(out, img, index, time, detected)
-
-    def _fit_crop(
-        self, points: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]
-    ) -> np.ndarray:
-        """Next frame's crop from this frame's landmarks, by the model's training-crop rule.
-
-        Models trained on the 68-point landmark box x F (the 300W presets, pipdetect's
-        own models: :func:`~pipdetect.crop.training_crop_enlargement`) get exactly that
-        crop, :func:`~pipdetect.crop.crop_from_landmark_box` of all landmarks, measured
-        upright. Others get the mean-face fit of the landmarks the model is sure of (all
-        if few are).
-        """
-        # Measured with benchmarks/video_bench.py --compare-crops on the trained default
-        # model (8 clips x 32 frames per motion kind; NME % of tracking without smoothing,
-        # per-frame detection for reference):
-        #   motion            still  slow-pan fast-pan zoom  roll  leave cross
-        #   mean-face fit     2.96   3.06     3.10     3.01  3.15  3.00  3.37
-        #   landmark box x1.1 2.84   2.88     2.88     2.86  2.95  2.86  3.12
-        #   per-frame detect  2.87   2.87     2.86     2.85  2.95  2.81  3.14
-        # The box rule is the more accurate on every kind, so it is used wherever the
-        # metadata gives it. Measured upright (rolled back by the eye line: the training
-        # crops were taken before the rotation augmentation) it beat the plain box on
-        # rolled faces (roll 2.45 vs 2.47 on 4 clips). Replacing unsure points (score
-        # below min_confidence, occluded; or outside the picture) by the mean-face fit's
-        # before taking the box cut the leave-and-re-enter NME from 3.02 to 2.86. Moving
-        # the crop on by its last frame-to-frame motion made it worse (the landmark noise
-        # is amplified: fast-pan 2.51 vs 2.45 on a stand-in model), so that is not done.
-        h, w = shape[:2]
-        inside = ((points[:, 0] >= 0) & (points[:, 0] <= w - 1)
-                  & (points[:, 1] >= 0) & (points[:, 1] <= h - 1))
-        sure = (scores >= self._min_confidence) & inside
-        if sure.sum() < max(3, len(scores) // 4):
-            sure[:] = True
-        fit = crop_from_landmarks(points[sure][None], self._meanface[sure])[0]
-        enlarge = training_crop_enlargement(self._det.spec)
-        if enlarge is None:
-            return fit
-        if not sure.all():  # unsure points (occluded, outside the picture): the mean face's
-            placed = fit[:2] + self._meanface * (fit[2:] - fit[:2])
-            points = np.where(sure[:, None], points, placed)
-        return crop_from_landmark_box(points[None], enlarge)[0]
 
     def _new_filter(self) -> OneEuroFilter | FaceSmoother | None:
         if self._smoothing is None:

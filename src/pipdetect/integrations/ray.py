@@ -49,7 +49,7 @@ Outputs
 A :class:`pyarrow.Table` with a fixed schema (:func:`output_schema`), so every
 block and every Parquet file agree even when a batch holds no face or no error.
 The fields are those of the CLI's JSON document of an image
-(:mod:`pipdetect.results`, ``"format": "pipdetect.landmarks/1"``), plus ``error``:
+(:mod:`pipdetect.results`, ``"format": "pipdetect.landmarks/2"``), plus ``error``:
 coordinates in pixels of the original image, x right, y down, pixel centres at
 integers, rounded to 1/1000 pixel as in the JSON.
 

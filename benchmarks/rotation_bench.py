@@ -1,0 +1,247 @@
+"""Faces at any angle: the LFPW test photos rolled in the image plane, end to end.
+
+    python benchmarks/rotation_bench.py                       # all 224 photos, ~6 min on 2 cores
+    python benchmarks/rotation_bench.py --limit 40 --angles 0 90 180
+    python benchmarks/rotation_bench.py --baseline 30e7843    # also time that commit's upright photo
+
+Each photo is turned clockwise by the angle about its centre on a canvas grown to
+hold it (black corners; quarter turns are exact), the 68 annotated points with it.
+``LandmarkDetector().detect`` runs with default settings. Of the faces returned,
+the one whose crop centre is nearest the annotated face is scored; it is *found*
+when that centre lies inside the annotated landmarks' box. Per angle: faces
+found, inter-ocular NME (outer eye corners, %) mean and median over found faces,
+the share above 10 %, the median error of ``Face.pose`` roll against the known
+turn (relative to the upright photo's roll), and the mean confidence.
+
+Also, measured in the same run, interleaved so the noisy shared machine affects
+both alike: milliseconds per upright photo with the default settings and, with
+``--baseline REV``, with the library as it was at git revision REV (loaded from a
+``git archive`` of that commit under another module name), and the time of photos
+without a face (the photos' top-left corners, checked to hold no detection of the
+annotated face) with ``orientation_search`` "auto" and "off".
+Mirror check: ``Face.pose`` yaw of each upright photo against its mirror image
+(which should have the opposite sign).
+
+Writes ``benchmarks/rotation_results.json`` (``--no-write`` to skip). Needs
+``../shared/data/lfpw_test`` (research use only, read in place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "lfpw_test"
+ANGLES = (0, 15, 30, 45, 60, 90, 135, 180, 225, 270)
+
+
+def rotate(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image turned ``angle`` degrees clockwise on a canvas that holds it all, and the
+    points (pixel centres at integers) moved with it."""
+    import cv2
+
+    h, w = image.shape[:2]
+    k = round(angle / 90.0)
+    if abs(angle - 90.0 * k) < 1e-9:
+        k %= 4
+        out = np.ascontiguousarray(np.rot90(image, -k))
+        pts = points.copy()
+        for step in range(k):
+            hh = h if step % 2 == 0 else w
+            pts = np.stack([hh - 1 - pts[:, 1], pts[:, 0]], axis=1)
+        return out, pts
+    a = np.radians(angle)
+    c, s = abs(np.cos(a)), abs(np.sin(a))
+    nw, nh = int(np.ceil(w * c + h * s)), int(np.ceil(w * s + h * c))
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -angle, 1.0)
+    m[:, 2] += ((nw - 1) / 2 - (w - 1) / 2, (nh - 1) / 2 - (h - 1) / 2)
+    out = cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return out, points @ m[:, :2].T + m[:, 2]
+
+
+def score(faces: list[Any], truth: np.ndarray) -> tuple[bool, float, Any]:
+    """(found, NME %, face) of the face nearest the annotated one."""
+    import data as D
+
+    if not faces:
+        return False, float("nan"), None
+    centre = truth.mean(axis=0)
+    face = min(faces, key=lambda f: float(np.hypot(*(np.asarray(f.crop.center) - centre))))
+    lo, hi = truth.min(axis=0), truth.max(axis=0)
+    cx, cy = face.crop.center
+    found = bool(lo[0] <= cx <= hi[0] and lo[1] <= cy <= hi[1])
+    err = float(D.nme(np.asarray(face.landmarks, np.float64)[None], truth[None])[0])
+    return found, err, face
+
+
+def load_pairs(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    import cv2
+    import data as D
+
+    out = []
+    for image_path, pts_path in D.find_pairs(folder)[:limit]:
+        out.append((cv2.imread(str(image_path), cv2.IMREAD_COLOR), D.read_pts(pts_path)))
+    return out
+
+
+def accuracy(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]],
+             angles: list[float]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    upright_roll: dict[int, float] = {}
+    for angle in angles:
+        found, errs, conf, roll_err = 0, [], [], []
+        for i, (image, truth) in enumerate(pairs):
+            img, pts = rotate(image, truth, angle)
+            ok, err, face = score(det.detect(img), pts)
+            if not ok:
+                continue
+            found += 1
+            errs.append(err)
+            conf.append(face.confidence)
+            pose = face.pose
+            if pose is not None:
+                if angle == 0:
+                    upright_roll[i] = pose.roll
+                if i in upright_roll:
+                    d = (pose.roll - upright_roll[i] - angle + 180.0) % 360.0 - 180.0
+                    roll_err.append(abs(d))
+        e = np.array(errs)
+        rows[str(angle)] = {
+            "photos": len(pairs),
+            "found": found,
+            "found_pct": round(100.0 * found / len(pairs), 1),
+            "nme_mean": round(float(e.mean()), 3) if e.size else None,
+            "nme_median": round(float(np.median(e)), 3) if e.size else None,
+            "over_10_pct": round(100.0 * float(np.mean(e > 10)), 2) if e.size else None,
+            "roll_error_median_deg": round(float(np.median(roll_err)), 2) if roll_err else None,
+            "confidence_mean": round(float(np.mean(conf)), 3) if conf else None,
+        }
+        print(f"{angle:>5}  " + "  ".join(f"{k} {v}" for k, v in rows[str(angle)].items()),
+              flush=True)
+    return rows
+
+
+def mirror_yaw(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Yaw of each upright photo and of its mirror image: they should have opposite signs."""
+    yaws = []
+    for image, truth in pairs:
+        _, _, a = score(det.detect(image), truth)
+        mirrored = np.ascontiguousarray(image[:, ::-1])
+        mt = np.stack([image.shape[1] - 1 - truth[:, 0], truth[:, 1]], axis=1)
+        _, _, b = score(det.detect(mirrored), mt)
+        if a is not None and b is not None and a.pose is not None and b.pose is not None:
+            yaws.append((a.pose.yaw, b.pose.yaw))
+    y = np.array(yaws)
+    turned = np.abs(y[:, 0]) >= 5.0
+    return {
+        "faces": len(y),
+        "turned_5deg_or_more": int(turned.sum()),
+        "opposite_sign_pct_of_turned": round(
+            100.0 * float(np.mean(np.sign(y[turned, 0]) == -np.sign(y[turned, 1]))), 1)
+        if turned.any() else None,
+        "sum_abs_median_deg": round(float(np.median(np.abs(y[:, 0] + y[:, 1]))), 2),
+    }
+
+
+def baseline_module(rev: str, tmp: Path) -> Any:
+    """The pipdetect package as it was at ``rev``, imported as ``pipdetect_baseline``."""
+    archive = tmp / "base.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src/pipdetect"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / "src" / "pipdetect").rename(tmp / "pipdetect_baseline")
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("pipdetect_baseline")
+
+
+def timings(detectors: dict[str, Any], photos: list[np.ndarray], empty: list[np.ndarray],
+            rounds: int) -> dict[str, Any]:
+    """Median ms per photo of each detector, interleaved round by round."""
+    names = list(detectors)
+    per: dict[str, dict[str, list[float]]] = {n: {"upright": [], "no_face": []} for n in names}
+    for _ in range(rounds):
+        for kind, images in (("upright", photos), ("no_face", empty)):
+            for name in names:
+                det = detectors[name]
+                t0 = time.perf_counter()
+                for img in images:
+                    det.detect(img)
+                per[name][kind].append((time.perf_counter() - t0) * 1000 / len(images))
+    out = {n: {k: round(float(np.median(v)), 2) for k, v in per[n].items()} for n in names}
+    for name, row in out.items():
+        print(f"{name:<28} upright {row['upright']:7.2f} ms/photo   "
+              f"no face {row['no_face']:7.2f} ms/photo", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--angles", type=float, nargs="+", default=list(ANGLES))
+    parser.add_argument("--baseline", default=None, help="git revision to time beside")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timing-photos", type=int, default=40)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"data folder not found: {args.data}", file=sys.stderr)
+        return 2
+    import cv2
+    import onnxruntime
+
+    from pipdetect import LandmarkDetector
+    from pipdetect._cpu import cpu_info
+
+    pairs = load_pairs(args.data, args.limit)
+    det = LandmarkDetector()
+    print(f"{len(pairs)} photos; angles {args.angles}", flush=True)
+    report: dict[str, Any] = {"cpu": cpu_info(), "onnxruntime": onnxruntime.__version__,
+                              "photos": len(pairs)}
+    report["angles"] = accuracy(det, pairs, args.angles)
+    report["mirror_yaw"] = mirror_yaw(det, pairs)
+    print("mirror yaw:", report["mirror_yaw"], flush=True)
+
+    photos = [p for p, _ in pairs[: args.timing_photos]]
+    empty = []
+    for image, truth in pairs[: args.timing_photos]:
+        lo = truth.min(axis=0)
+        corner = image[: max(int(lo[1]) - 10, 0), : max(int(lo[0]) - 10, 0)]
+        if min(corner.shape[:2]) >= 64:
+            empty.append(np.ascontiguousarray(cv2.resize(corner, (320, 240))))
+    detectors: dict[str, Any] = {
+        "default (orientation_search auto)": det,
+        "orientation_search off": LandmarkDetector(orientation_search="off"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.baseline:
+            base = baseline_module(args.baseline, Path(tmp))
+            detectors[f"baseline {args.baseline}"] = base.LandmarkDetector()
+        for d in detectors.values():  # warm up: sessions, first-call costs
+            d.detect(photos[0])
+        print(f"timing: {len(photos)} upright photos, {len(empty)} photos without faces, "
+              f"{args.rounds} interleaved rounds", flush=True)
+        report["timing_ms_per_photo"] = timings(detectors, photos, empty, args.rounds)
+    if not args.no_write:
+        out = ROOT / "benchmarks" / "rotation_results.json"
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
