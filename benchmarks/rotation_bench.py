@@ -20,7 +20,10 @@ both alike: milliseconds per upright photo with the default settings and, with
 without a face (the photos' top-left corners, checked to hold no detection of the
 annotated face) with ``orientation_search`` "auto" and "off".
 Mirror check: ``Face.pose`` yaw of each upright photo against its mirror image
-(which should have the opposite sign).
+(which should have the opposite sign). Caller boxes: ``detect(image, boxes=[box])`` with
+boxes of three styles (the tight landmark box, the landmark box x 1.3, and a loose box
+x 1.6 shifted up by 15 % of its height), upright and turned 90 degrees, beside the
+detector path on the same photos, with the median time per photo of each.
 
 Writes ``benchmarks/rotation_results.json`` (``--no-write`` to skip). Needs
 ``../shared/data/lfpw_test`` (research use only, read in place).
@@ -134,6 +137,51 @@ def accuracy(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]],
     return rows
 
 
+BOX_STYLES = {
+    "tight landmark box": (1.0, 0.0),
+    "landmark box x 1.3": (1.3, 0.0),
+    "loose box, shifted up": (1.6, -0.15),
+}
+"""Caller box styles: (enlargement of the landmark box, shift of its centre in box heights)."""
+
+
+def box_styles(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]],
+               angles: tuple[float, ...] = (0.0, 90.0)) -> dict[str, Any]:
+    """NME of ``detect(image, boxes=[box])`` for boxes of several styles, beside the
+    detector path on the same photos, upright and turned; and the time per face."""
+    import data as D
+
+    out: dict[str, Any] = {}
+    for angle in angles:
+        errs: dict[str, list[float]] = {"detector": []}
+        times: dict[str, list[float]] = {"detector": []}
+        for image, truth in pairs:
+            img, pts = rotate(image, truth, angle)
+            t0 = time.perf_counter()
+            ok, err, _ = score(det.detect(img), pts)
+            times["detector"].append(time.perf_counter() - t0)
+            errs["detector"].append(err if ok else np.nan)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            for name, (enlarge, shift) in BOX_STYLES.items():
+                size = (hi - lo) * enlarge
+                centre = (lo + hi) / 2 + [0.0, shift * size[1]]
+                box = np.concatenate([centre - size / 2, centre + size / 2])
+                t0 = time.perf_counter()
+                face = det.detect(img, boxes=[box])[0]
+                times.setdefault(name, []).append(time.perf_counter() - t0)
+                errs.setdefault(name, []).append(
+                    float(D.nme(np.asarray(face.landmarks, np.float64)[None], pts[None])[0]))
+        out[str(angle)] = {
+            name: {"nme_mean": round(float(np.nanmean(v)), 3),
+                   "over_10_pct": round(100.0 * float(np.nanmean(np.array(v) > 10)), 2),
+                   "ms_per_photo": round(1000 * float(np.median(times[name])), 2)}
+            for name, v in errs.items()
+        }
+        for name, row in out[str(angle)].items():
+            print(f"boxes at {angle:>5}: {name:<24} {row}", flush=True)
+    return out
+
+
 def mirror_yaw(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
     """Yaw of each upright photo and of its mirror image: they should have opposite signs."""
     yaws = []
@@ -215,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     report["angles"] = accuracy(det, pairs, args.angles)
     report["mirror_yaw"] = mirror_yaw(det, pairs)
     print("mirror yaw:", report["mirror_yaw"], flush=True)
+    report["box_styles"] = box_styles(det, pairs)
 
     photos = [p for p, _ in pairs[: args.timing_photos]]
     empty = []

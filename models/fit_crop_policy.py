@@ -487,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fits = [fit_preset(p, faces, fit_mask, args.ridge) for p in PRESETS]
     print()
-    print(f"{'preset':<16}{'method':<26}{'held out':>9}{'fit':>8}{'all':>8}")
+    print(f"{'preset':<16}{'method':<36}{'held out':>9}{'fit':>8}{'all':>8}")
     for f in fits:
         for name, (held, fit, all_) in f.rows.items():
-            print(f"{f.preset:<16}{name:<26}{held:>9.4f}{fit:>8.4f}{all_:>8.4f}")
+            print(f"{f.preset:<16}{name:<36}{held:>9.4f}{fit:>8.4f}{all_:>8.4f}")
 
     # One 70/30 split leaves ~67 faces held out; how much does the number move with the split?
     repeats = [fit_preset("300W", faces, fit_split(faces.names, seed=s), args.ridge).rows

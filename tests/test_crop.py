@@ -164,3 +164,68 @@ def test_crop_from_landmarks_survives_collapsed_points(wflw_meanface):
     points = np.full((1, len(wflw_meanface), 2), 50.0)
     crop = crop_from_landmarks(points, wflw_meanface)
     assert np.all(np.isfinite(crop)) and crop[0, 2] > crop[0, 0] and crop[0, 3] > crop[0, 1]
+
+
+# ------------------------------------------------------------------ oriented crops
+@settings(max_examples=40, deadline=None)
+@given(angle=st.floats(-180, 180), u=st.floats(0.2, 0.8), v=st.floats(0.2, 0.8))
+def test_a_dot_shows_up_where_crops_to_image_says_at_any_angle(angle, u, v):
+    """The warp and the way back agree for turned crops: a dot drawn at the image position
+    of crop coordinate (u, v) is seen at (u, v) of the warped crop."""
+    import cv2
+
+    crop = np.array([[100.0, 80.0, 260.0, 280.0, angle]])
+    x, y = crops_to_image(np.array([[[u, v]]]), crop)[0, 0]
+    img = np.zeros((400, 400, 3), np.uint8)
+    cv2.circle(img, (round(x * 16), round(y * 16)), 5 * 16, (255, 255, 255), -1,
+               cv2.LINE_AA, 4)
+    out = warp_crops(img, crop, (256, 256))[0, :, :, 0].astype(float)
+    yy, xx = np.mgrid[:256, :256]
+    cu = ((xx * out).sum() / out.sum() + 0.5) / 256  # input pixel j is crop (j + 0.5) / w
+    cv = ((yy * out).sum() / out.sum() + 0.5) / 256
+    assert abs(cu - u) < 0.01 and abs(cv - v) < 0.01
+
+
+def test_quarter_turned_image_and_crop_give_the_same_pixels(astronaut):
+    from pipdetect.crop import as_crops
+
+    crop = np.array([[150.0, 90.0, 300.0, 260.0, 0.0]])
+    ref = warp_crops(astronaut, crop, (64, 64))[0].astype(int)
+    h = astronaut.shape[0]
+    for k in (1, 2, 3):
+        turned = np.ascontiguousarray(np.rot90(astronaut, -k))  # k quarter turns clockwise
+        c = as_crops(crop).copy()
+        cx, cy = (c[0, 0] + c[0, 2]) / 2, (c[0, 1] + c[0, 3]) / 2
+        for step in range(k):  # (x, y) -> (h - 1 - y, x) per clockwise quarter turn
+            cx, cy = h - 1 - cy, cx
+        half = (c[0, 2:4] - c[0, :2]) / 2
+        turned_crop = np.array([[cx - half[0], cy - half[1], cx + half[0], cy + half[1],
+                                 90.0 * k]])
+        got = warp_crops(turned, turned_crop, (64, 64))[0].astype(int)
+        assert np.abs(got - ref).max() <= 1, k
+
+
+def test_keypoint_policy_turns_with_the_face():
+    """Box and keypoints turned a quarter about the box centre give the same crop, turned."""
+    from pipdetect.crop import keypoint_roll, levelled_faces
+
+    rng = np.random.default_rng(3)
+    policy = CropPolicy(box=(0.0, 0.1, 0.2, 0.3), keypoints=rng.normal(0, 0.1, (11, 4)))
+    box = np.array([[100.0, 50.0, 200.0, 180.0]])
+    kps = np.array([[[130, 95], [170, 96], [150, 120], [135, 150], [166, 151]]], float)
+    base = policy.crops(box, kps)[0]
+    assert abs(base[4] - keypoint_roll(kps)[0]) < 1e-9 and abs(base[4]) < 2
+    centre = np.array([150.0, 115.0])
+    turned_kps = np.stack([centre[0] - (kps[..., 1] - centre[1]),
+                           centre[1] + (kps[..., 0] - centre[0])], axis=-1)  # +90 degrees
+    turned_box = np.array([[85.0, 65.0, 215.0, 165.0]])  # the same box, a quarter turned
+    angle, lboxes, lkps = levelled_faces(turned_box, turned_kps)
+    angle0, lboxes0, lkps0 = levelled_faces(box, kps)
+    assert angle[0] == pytest.approx(angle0[0] + 90.0)
+    np.testing.assert_allclose(lboxes, lboxes0, atol=1e-9)  # the box the detector saw
+    np.testing.assert_allclose(lkps, lkps0, atol=1e-9)
+    turned = policy.crops(turned_box, turned_kps)[0]
+    np.testing.assert_allclose(turned[2:4] - turned[:2], base[2:4] - base[:2], atol=1e-9)
+    assert turned[4] == pytest.approx(base[4] + 90.0)
+    c0, c1 = (base[:2] + base[2:4]) / 2 - centre, (turned[:2] + turned[2:4]) / 2 - centre
+    np.testing.assert_allclose(c1, [-c0[1], c0[0]], atol=1e-9)

@@ -106,3 +106,42 @@ def test_accuracy_on_lfpw_stays_within_0_3_points_of_the_docs() -> None:
     assert measured["photos"] == 224 and measured["missed"] == 0
     assert abs(measured["gt_crops_nme_pct"] - gt) <= TOLERANCE, measured
     assert abs(measured["end_to_end_nme_pct"] - e2e) <= TOLERANCE, measured
+
+
+@pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
+                    "(research data, read in place; only on the developers' machines)")
+def test_photos_turned_90_and_180_degrees_are_as_good_as_upright() -> None:
+    """The first 12 LFPW test photos, upright and turned 90 and 180 degrees, end to end with
+    default settings (benchmarks/rotation_bench.py has the full table)."""
+    bench = load_script(ROOT / "benchmarks" / "rotation_bench.py", "rotation_bench")
+    pairs = bench.load_pairs(LFPW, 12)
+    rows = bench.accuracy(LandmarkDetector(threads=2), pairs, [0, 90, 180])
+    upright = rows["0"]["nme_mean"]
+    for angle in ("90", "180"):
+        assert rows[angle]["found"] == 12, rows
+        assert rows[angle]["nme_mean"] <= 1.15 * upright, rows
+        assert rows[angle]["over_10_pct"] == 0, rows
+        assert rows[angle]["roll_error_median_deg"] <= 3, rows
+
+
+@pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
+                    "(research data, read in place; only on the developers' machines)")
+def test_confidence_keeps_right_faces_and_drops_boxes_on_no_face() -> None:
+    """On 24 LFPW test photos: every upright face found is kept by the default threshold,
+    and a face-sized box away from the face (nothing but background) is not."""
+    import cv2
+
+    calibrate = load_script(ROOT / "training" / "calibrate.py", "calibrate")
+    evaluate = load_script(ROOT / "training" / "evaluate.py", "evaluate")
+    det = LandmarkDetector(threads=2)
+    rng = np.random.default_rng(0)
+    kept, away = [], []
+    for image_path, pts_path in evaluate.D.find_pairs(LFPW)[:24]:
+        image = cv2.imread(str(image_path))
+        truth = evaluate.D.read_pts(pts_path)
+        face = evaluate.nearest_face(det.detect(image), truth)
+        kept.append(face.confidence >= det.min_confidence)
+        box = calibrate.away_box(rng, image.shape, truth)
+        if box is not None:
+            away.append(det.detect(image, boxes=[box])[0].confidence < det.min_confidence)
+    assert all(kept) and len(away) >= 10 and np.mean(away) >= 0.8, (kept, away)

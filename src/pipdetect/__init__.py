@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
     "ConcurrentUseError",
+    "Crop",
     "DecodeError",
     "DownloadError",
     "Face",
@@ -62,6 +63,7 @@ __all__ = [
 _LAZY = {
     "LandmarkDetector": "detector",
     "Face": "detector",
+    "Crop": "stages",
     "PIPDecoder": "decode",
     "list_models": "zoo",
     "Tracker": "track",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .detector import Face, LandmarkDetector
     from .draw import draw_faces
     from .model import set_global_threads
+    from .stages import Crop
     from .track import FrameFaces, OneEuroFilter, Tracker
     from .zoo import DEFAULT_MODEL, list_models
 

@@ -144,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="face detector overlap (IoU) above which boxes merge (default 0.3)")
     model.add_argument("--max-faces", type=_positive_int, default=None, metavar="N",
                        help="keep at most N faces per image, the largest (default: all)")
+    model.add_argument("--min-confidence", type=_fraction, default=None, metavar="P",
+                       help="leave out detected faces whose confidence (the probability that "
+                            "their landmarks are right) is below P, and lose tracked faces "
+                            "below it (default: the model's calibrated threshold; 0 keeps "
+                            "every face; faces of --box are always kept)")
+    model.add_argument("--orientation-search", choices=("auto", "always", "off"),
+                       default="auto",
+                       help="faces at any roll: auto (default) searches turned crops and "
+                            "the turned image only where no confident face is found upright; "
+                            "always also where one is; off for images known to be upright")
     model.add_argument("--detection-size", type=_positive_int, default=640, metavar="PIXELS",
                        help="downscale images to this longest side for face detection only "
                             "(default 640; raise it for small faces in big photos)")
@@ -165,9 +175,6 @@ def _add_video_options(video: Any) -> None:
     video.add_argument("--redetect-interval", type=_non_negative_int, default=None, metavar="N",
                        help="run the face detector at least every N frames to find new faces "
                             "(default 10; 0: only when a face is lost)")
-    video.add_argument("--min-confidence", type=float, default=0.25, metavar="S",
-                       help="mean landmark score below which a tracked face counts as lost "
-                            "(default 0.25)")
     video.add_argument("--no-smooth", action="store_true",
                        help="no temporal smoothing of landmarks")
     video.add_argument("--smoothing", choices=("smooth", "responsive"), default=None,
@@ -785,7 +792,7 @@ def _frames(job: _Job, source: Any) -> tuple[Any, Any, Any]:
     return det.track(
         frames, boxes=boxes, points=o.points, fps=info.fps,
         redetect_interval=10 if o.redetect_interval is None else o.redetect_interval,
-        min_confidence=o.min_confidence, smoothing=False if o.no_smooth else o.smoothing or True,
+        smoothing=False if o.no_smooth else o.smoothing or True,
         **{k: v for k, v in (("min_cutoff", o.min_cutoff), ("beta", o.beta)) if v is not None},
     ), frames, info
 
@@ -893,6 +900,7 @@ def _load_detector(o: argparse.Namespace, console: _Console) -> LandmarkDetector
             o.model, threads=o.threads, score_threshold=o.score_threshold,
             nms_threshold=o.nms_threshold, max_faces=o.max_faces,
             detection_size=o.detection_size, batch_size=o.batch_size,
+            min_confidence=o.min_confidence, orientation_search=o.orientation_search,
         )
     except (PipdetectError, OSError, ImportError, ValueError) as exc:
         what = f"model {o.model!r}" if o.model else "the default model"

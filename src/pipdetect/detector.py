@@ -763,7 +763,7 @@ ORIENTATION_SEARCH = ("auto", "always", "off")
 SEARCH_BELOW = 0.5
 """A face less confident than this is tried turned a quarter and half round; an image with
 no face at least this confident is searched turned (``orientation_search="auto"``)."""
-UNCALIBRATED_SEARCH_BELOW = 0.25
+UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
 LEVEL_TOLERANCE = 10.0
 """Degrees between a crop's angle and its landmarks' eye line above which the face is run
