@@ -2,7 +2,7 @@
 
     python benchmarks/rotation_bench.py                       # all 224 photos, ~6 min on 2 cores
     python benchmarks/rotation_bench.py --limit 40 --angles 0 90 180
-    python benchmarks/rotation_bench.py --baseline 30e7843    # also time that commit's upright photo
+    python benchmarks/rotation_bench.py --baseline 30e7843    # and time that commit
 
 Each photo is turned clockwise by the angle about its centre on a canvas grown to
 hold it (black corners; quarter turns are exact), the 68 annotated points with it.

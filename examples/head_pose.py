@@ -1,4 +1,4 @@
-"""pipdetect inside your own video loop: head pose (cv2.solvePnP) and blinks from 68 points.
+"""pipdetect inside your own video loop: head pose (``Face.pose``) and blinks from 68 points.
 
     python examples/head_pose.py clip.mp4 [--model my.onnx]
     python examples/head_pose.py 0                        # camera 0
@@ -7,7 +7,8 @@
 Your loop owns the frames; a ``pipdetect.track.Tracker`` is fed one frame at a time
 and returns each face with a stable ``track_id``. ``points=68`` asks a 98-point
 (WFLW) model for the standard 68-point subset, so the same code runs with 68-point
-models too. Per face and frame this prints yaw / pitch / roll in degrees and the
+models too. Per face and frame this prints yaw / pitch / roll in degrees (``Face.pose``,
+estimated from the landmarks: see docs/angles.md) and the
 eye aspect ratio (EAR, Soukupova and Cech 2016), counting a blink when it drops
 below 0.2 for at least two frames.
 """
@@ -27,39 +28,6 @@ from pipdetect import LandmarkDetector, PipdetectError
 from pipdetect.image import load_image
 from pipdetect.track import Tracker
 from pipdetect.video import IMAGE_EXTENSIONS, open_frames
-
-# A rough average head, in millimetres, nose tip at the origin; x to the subject's left
-# (the image's right), y down, z away from the camera (OpenCV's camera axes).
-# 68-point indices: nose tip 30, chin 8, outer eye corners 36 (right) and 45 (left),
-# mouth corners 48 (right) and 54 (left).
-MODEL_3D = {
-    30: (0.0, 0.0, 0.0),
-    8: (0.0, 68.0, 28.0),
-    36: (-44.0, -36.0, 32.0),
-    45: (44.0, -36.0, 32.0),
-    48: (-26.0, 30.0, 24.0),
-    54: (26.0, 30.0, 24.0),
-}
-
-
-def head_pose(points68: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
-    """Yaw, pitch, roll in degrees from 68 landmarks (pixels), with a guessed camera."""
-    idx = list(MODEL_3D)
-    object_points = np.array([MODEL_3D[i] for i in idx], dtype=np.float64)
-    image_points = points68[idx].astype(np.float64)
-    focal = float(max(width, height))  # about a 53 degree field of view
-    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
-    # SQPnP finds the global optimum; the default iterative solver can settle on the
-    # mirror solution behind the camera with so few points.
-    ok, rvec, _ = cv2.solvePnP(object_points, image_points, camera, np.zeros(4),
-                               flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        return math.nan, math.nan, math.nan
-    r, _ = cv2.Rodrigues(rvec)
-    yaw = math.degrees(math.asin(-max(-1.0, min(1.0, r[2, 0]))))
-    pitch = math.degrees(math.atan2(r[2, 1], r[2, 2]))
-    roll = math.degrees(math.atan2(r[1, 0], r[0, 0]))
-    return yaw, pitch, roll
 
 
 def eye_aspect_ratio(eye: np.ndarray) -> float:
@@ -111,10 +79,9 @@ def follow(tracker: Tracker, source: int | str) -> int | None:
     for frame in frames:  # your own loop: grab, process, display ...
         faces = tracker.update(frame)
         seen = (seen or 0) + len(faces)
-        h, w = frame.shape[:2]
         for face in faces:
             tid = face.track_id if face.track_id is not None else -1
-            yaw, pitch, roll = head_pose(face.landmarks, w, h)
+            roll, yaw, pitch = face.pose or (math.nan, math.nan, math.nan)
             ear = (eye_aspect_ratio(face.part("right_eye"))
                    + eye_aspect_ratio(face.part("left_eye"))) / 2
             closed[tid] = closed.get(tid, 0) + 1 if ear < 0.2 else 0

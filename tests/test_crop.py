@@ -196,7 +196,7 @@ def test_quarter_turned_image_and_crop_give_the_same_pixels(astronaut):
         turned = np.ascontiguousarray(np.rot90(astronaut, -k))  # k quarter turns clockwise
         c = as_crops(crop).copy()
         cx, cy = (c[0, 0] + c[0, 2]) / 2, (c[0, 1] + c[0, 3]) / 2
-        for step in range(k):  # (x, y) -> (h - 1 - y, x) per clockwise quarter turn
+        for _ in range(k):  # (x, y) -> (h - 1 - y, x) per clockwise quarter turn
             cx, cy = h - 1 - cy, cx
         half = (c[0, 2:4] - c[0, :2]) / 2
         turned_crop = np.array([[cx - half[0], cy - half[1], cx + half[0], cy + half[1],

@@ -77,8 +77,8 @@ class Calibration:
                 "metadata field 'confidence' must be {\"type\": \"logistic\", \"features\": "
                 f"{list(FEATURES)}, ...}}; this pipdetect cannot read the model's calibration"
             )
-        coef = data.get("coef")
-        threshold = data.get("threshold")
+        coef: Any = data.get("coef")
+        threshold: Any = data.get("threshold")
         if (not isinstance(coef, list) or len(coef) != len(FEATURES) + 1
                 or not all(_finite_number(v) and abs(v) < 1e6 for v in coef)):
             raise ModelFormatError(

@@ -561,8 +561,9 @@ class LandmarkDetector:
         imgs = [img for img, _ in items]
         crops = [self.make_crops(f) for _, f in items]
         owner = np.concatenate(
-            [np.full(len(c), i, dtype=np.intp) for i, c in enumerate(crops)] or [np.zeros(0)]
-        ).astype(np.intp)
+            [np.full(len(c), i, dtype=np.intp) for i, c in enumerate(crops)]
+            or [np.zeros(0, dtype=np.intp)]
+        )
         flat = np.concatenate(crops) if len(owner) else np.zeros((0, 5))
         boxes = np.concatenate([f.boxes for _, f in items]) if len(owner) else np.zeros((0, 4))
         # Faces from boxes the caller passed start from a crop of unknown style: levelled
