@@ -29,7 +29,11 @@ faces of the fitting set.
 frame (``training/train.py``'s ``fit_policy``). ``--write`` stores the policy and the
 calibration in the model's metadata (nothing else in the file changes) and updates
 ``src/pipdetect/assets/<name>.json`` (size, sha256). The report goes to stdout as JSON
-and, with ``--report FILE``, to a file.
+and, with ``--report FILE``, to a file (the shipped model's:
+``training/calibration_report.json``, whose figures docs/angles.md shows). The samples
+are made with the pipeline as the model file has it (its crop policy and, for the search
+of turned crops, any calibration already in it), so the run is deterministic for a
+given file.
 """
 
 from __future__ import annotations

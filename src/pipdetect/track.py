@@ -449,7 +449,8 @@ class Tracker:
         if min_confidence is None:
             min_confidence = detector.min_confidence or UNCALIBRATED_MIN_CONFIDENCE
         if not 0.0 <= float(min_confidence) <= 1.0:
-            raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence!r}")
+            raise InvalidArgumentError(
+                f"min_confidence must be between 0 and 1 or None, got {min_confidence!r}")
         self._min_confidence = float(min_confidence)
         self._smoothing = preset
         self._filter_args = tuple(float(v) for v in one_euro)

@@ -56,8 +56,9 @@ integers, rounded to 1/1000 pixel as in the JSON.
 ``rows="images"`` (default, recommended): one row per input image, exactly the
 CLI's document for it: ``format``, ``kind`` (``"image"``), ``source`` (the input
 ``path``, or null), ``width`` and ``height`` (pixels), ``model``, ``scheme``,
-``num_landmarks``, ``faces`` (a list of structs ``box``, ``crop``, ``score``,
-``landmarks`` as ``[[x, y], ...]``, ``scores``; largest face first), and
+``num_landmarks``, ``faces`` (a list of structs ``box``, ``crop`` (five numbers),
+``score``, ``confidence``, ``pose``, ``landmarks`` as ``[[x, y], ...]``,
+``scores``; largest face first), and
 ``error`` (null, or ``"ErrorType: message"`` for an image that could not be
 used; its ``faces``, ``width`` and ``height`` are then null). Row count = input
 count, so nothing is lost silently, and a row is one JSON document: Parquet
@@ -66,9 +67,9 @@ stores ``faces`` as a nested list that pandas, DuckDB (``UNNEST``) and Spark
 
 ``rows="faces"``: one row per face, flat columns for engines that dislike
 nesting: the image fields, then ``face`` (its position in the image, largest
-first), ``box``, ``crop``, ``score``, ``landmarks``, ``scores``. An image with no
-face, or with an error, still gets one row, with ``face`` and the face columns
-null.
+first), ``box``, ``crop``, ``score``, ``confidence``, ``pose``, ``landmarks``,
+``scores``. An image with no face, or with an error, still gets one row, with
+``face`` and the face columns null.
 
 A bad image (undecodable, empty, too large, a wrong box) never fails the job: it
 becomes a row with ``error`` set. Problems with the job itself (no usable input
@@ -146,6 +147,8 @@ def _face_fields() -> list[pa.Field]:
         pa.field("box", coords),
         pa.field("crop", coords),
         pa.field("score", pa.float64()),
+        pa.field("confidence", pa.float64()),
+        pa.field("pose", coords),
         pa.field("landmarks", pa.list_(coords)),
         pa.field("scores", coords),
     ]
