@@ -320,14 +320,20 @@ class LandmarkDetector:
         located: list[tuple[np.ndarray, CropLandmarks]],
     ) -> None:
         """The face detector on images turned 90, 180 and 270 degrees, where no
-        confident face was found upright (``"auto"``) or always (``"always"``). Faces it
+        confident face was found upright or a confident face lies rolled past
+        :data:`TURNED_PICTURE` degrees (the picture itself is probably turned, and the
+        detector misses faces in it) (``"auto"``), or always (``"always"``). Faces it
         adds replace ``found`` / ``located`` entries in place, merged with the upright
         ones (the more confident of two faces with overlapping landmarks is kept),
         largest box first."""
+        def wanted(crops: np.ndarray, lm: CropLandmarks) -> bool:
+            sure = self.confidence(lm.scores) >= self._search_below
+            return not sure.any() or bool(
+                np.any(np.abs(_wrap(crops[sure, 4])) > TURNED_PICTURE))
+
         todo = [
             i for i, (crops, lm) in enumerate(located)
-            if not given[i] and (self._search == "always"
-                                 or not np.any(self.confidence(lm.scores) >= self._search_below))
+            if not given[i] and (self._search == "always" or wanted(crops, lm))
         ]
         if not todo:
             return
@@ -764,6 +770,9 @@ ORIENTATION_SEARCH = ("auto", "always", "off")
 SEARCH_BELOW = 0.5
 """A face less confident than this is tried turned a quarter and half round; an image with
 no face at least this confident is searched turned (``orientation_search="auto"``)."""
+TURNED_PICTURE = 45.0
+"""A confident face rolled more than this many degrees makes ``orientation_search="auto"``
+search the turned picture too (a sideways or upside-down photo)."""
 UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
 LEVEL_TOLERANCE = 10.0
