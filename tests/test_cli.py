@@ -485,3 +485,28 @@ def test_the_command_line_is_made_of_small_parts():
             if isinstance(node, (ast.FunctionDef, ast.ClassDef))
             and node.end_lineno - node.lineno + 1 > 80]
     assert long == []
+
+
+def test_images_go_in_groups_of_bounded_pixels(model98, tmp_path, astronaut, monkeypatch, capsys):
+    """A folder of images is sent through the network in groups that hold at most
+    GROUP_PIXELS pixels (one bigger image alone), and the results keep the input order."""
+    from pipdetect import cli
+    from pipdetect.detector import LandmarkDetector
+
+    for k in range(5):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), astronaut)  # 512 x 512 each
+    groups: list[int] = []
+    original = LandmarkDetector.detect_batch
+
+    def spy(self, images, **kw):
+        images = list(images)
+        groups.append(sum(im.shape[0] * im.shape[1] for im in images))
+        return original(self, images, **kw)
+
+    monkeypatch.setattr(LandmarkDetector, "detect_batch", spy)
+    monkeypatch.setattr(cli, "GROUP_PIXELS", 2 * 512 * 512)
+    code, out, err = run([*sorted(tmp_path.glob("*.png")), "-m", model98], capsys)
+    assert code == 0, err
+    assert groups == [2 * 512 * 512, 2 * 512 * 512, 512 * 512]
+    docs = json.loads(out)
+    assert [Path(d["source"]).name for d in docs] == [f"{k}.png" for k in range(5)]

@@ -145,3 +145,15 @@ def test_confidence_keeps_right_faces_and_drops_boxes_on_no_face() -> None:
         if box is not None:
             away.append(det.detect(image, boxes=[box])[0].confidence < det.min_confidence)
     assert all(kept) and len(away) >= 10 and np.mean(away) >= 0.8, (kept, away)
+
+
+def test_the_angles_page_shows_the_measured_tables() -> None:
+    """docs/angles.md's tables are those benchmarks/rotation_bench.py --tables prints from
+    benchmarks/rotation_results.json and training/calibration_report.json."""
+    bench = load_script(ROOT / "benchmarks" / "rotation_bench.py", "rotation_bench")
+    report = json.loads((ROOT / "benchmarks" / "rotation_results.json").read_text())
+    calibration = json.loads((ROOT / "training" / "calibration_report.json").read_text())
+    page = (ROOT / "docs" / "angles.md").read_text()
+    for key, text in bench.tables(report, calibration).items():
+        assert text in page, f"docs/angles.md: {key} differs from the benchmark files"
+    assert calibration["calibration"] == LandmarkDetector().spec.confidence

@@ -604,6 +604,12 @@ class _Job:
         self.output.put(index, error_record(path, self.report.fail(str(path), problem)))
 
 
+GROUP_PIXELS = 24_000_000
+"""Images are loaded and sent through the network in groups of at most this many pixels
+in all (about 72 MB of BGR pixels; one larger image is a group of its own), so a folder of
+big photos holds no more in memory than one of small ones."""
+
+
 def _run_inputs(job: _Job) -> None:
     """Every input in the order given: runs of images in groups, videos one by one."""
     items = job.plan.items
@@ -639,12 +645,19 @@ class _Images:
         from .image import load_image
 
         job = self.job
-        loaded = []
+        loaded: list[tuple[int, Any]] = []
+        pixels = 0
         for i in indices:
             try:
-                loaded.append((i, load_image(job.plan.items[i].path)))
+                img = load_image(job.plan.items[i].path)
             except Exception as exc:  # each input fails alone, whatever it does
                 job.fail(i, exc)
+                continue
+            if loaded and pixels + img.shape[0] * img.shape[1] > GROUP_PIXELS:
+                self._detect(loaded)  # a group holds a bounded number of pixels
+                loaded, pixels = [], 0
+            loaded.append((i, img))
+            pixels += img.shape[0] * img.shape[1]
         if loaded:
             self._detect(loaded)
         self.done += len(indices)

@@ -44,7 +44,13 @@ def score_features(scores: np.ndarray) -> np.ndarray:
     sc = sc.reshape(len(sc), -1) if len(sc) else np.zeros((0, 1))
     if sc.shape[1] == 0:
         return np.zeros((len(sc), len(FEATURES)))
-    return np.stack([_logit(sc.mean(axis=1)), _logit(np.quantile(sc, 0.25, axis=1))], axis=1)
+    # the 25th percentile by linear interpolation, as np.quantile's default (faster here)
+    ordered = np.sort(sc, axis=1)
+    pos = 0.25 * (sc.shape[1] - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, sc.shape[1] - 1)
+    q25 = ordered[:, lo] + (pos - lo) * (ordered[:, hi] - ordered[:, lo])
+    return np.stack([_logit(sc.mean(axis=1)), _logit(q25)], axis=1)
 
 
 @dataclass(frozen=True)

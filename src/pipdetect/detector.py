@@ -553,14 +553,18 @@ class LandmarkDetector:
 
         1. Crops by :meth:`make_crops` (levelled by the detector's eye keypoints), the
            network.
-        2. Unless ``orientation_search="off"``: a face whose confidence is below
-           :data:`SEARCH_BELOW` is tried in its crop turned by 90, 180 and 270 degrees;
-           the most confident of the four is kept (the detector's keypoints are wrong on
-           faces rolled past about 45 degrees).
-        3. Levelling: a face whose landmarks' eye line is more than
-           :data:`LEVEL_TOLERANCE` degrees off its crop's angle, and every face from a
-           box the caller passed (whose style may differ from the training crop), is run
-           again in :meth:`crops_from_landmarks`, up to :data:`MAX_REFINE` times.
+        2. Every face from a box the caller passed (whose style may differ from the
+           training crop) is run again in :meth:`crops_from_landmarks` until the crop
+           settles, up to :data:`MAX_REFINE` times.
+        3. Unless ``orientation_search="off"``: a face whose confidence is still below
+           :data:`SEARCH_BELOW` is tried in its box's crop turned by 90, 180 and 270
+           degrees; the most confident of the four is kept (the detector's keypoints are
+           wrong on faces rolled past about 45 degrees). With ``"auto"``, only in an
+           image without a confident face lying within :data:`TURNED_PICTURE` degrees
+           of upright.
+        4. Levelling: a face whose landmarks' eye line is more than
+           :data:`LEVEL_TOLERANCE` degrees off its crop's angle, and every face moved to
+           a turned crop, is run again in :meth:`crops_from_landmarks` until it settles.
 
         On an upright photo step 1 is usually all that runs (docs/angles.md has the cost).
         """
@@ -578,10 +582,20 @@ class LandmarkDetector:
             [np.full(len(f.boxes), f.keypoints is None) for _, f in items] or [np.zeros(0)]
         ).astype(bool)
         pts, sc = self._run_flat(imgs, owner, flat)
-        if self._search != "off" and len(flat):
-            flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc)
-            unsure_start |= turned
+        # A caller's box most often holds an upright face of another crop style: settle it
+        # first, and try it turned only if the network is still unsure.
         flat, pts, sc = self._level(imgs, owner, flat, pts, sc, unsure_start)
+        # Unsure faces in a picture with a confident face lying upright are small, blurred
+        # or not faces, not turned ones: they get no more passes ("always" tries them).
+        sure = self.confidence(sc) >= self._search_below
+        upright = np.zeros(len(imgs), dtype=bool)
+        upright[owner[sure & (np.abs(_wrap(flat[:, 4])) <= TURNED_PICTURE)]] = True
+        worth = sure | ~upright[owner] | (self._search == "always")
+        turned = np.zeros(len(flat), dtype=bool)
+        if self._search != "off" and len(flat):
+            flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc,
+                                                      ~sure & worth)
+        flat, pts, sc = self._level(imgs, owner, flat, pts, sc, turned, check_roll=worth)
         out = []
         for i in range(len(items)):
             sel = owner == i
@@ -602,18 +616,19 @@ class LandmarkDetector:
 
     def _turn_unsure(
         self, imgs: list[np.ndarray], owner: np.ndarray, boxes: np.ndarray,
-        crops: np.ndarray, pts: np.ndarray, sc: np.ndarray
+        crops: np.ndarray, pts: np.ndarray, sc: np.ndarray, todo: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Unsure faces tried in their box's crop turned 90, 180 and 270 degrees (box-only
+        """Faces ``todo`` tried in their box's crop turned 90, 180 and 270 degrees (box-only
         policy in that frame); the most confident of the four is kept. Also returns which
         faces moved to a turned crop."""
         moved_mask = np.zeros(len(crops), dtype=bool)
-        unsure = np.flatnonzero(self.confidence(sc) < self._search_below)
+        conf = self.confidence(sc)
+        unsure = np.flatnonzero(todo)
         if not len(unsure):
             return crops, pts, sc, moved_mask
         turned = np.concatenate([self._policy.crops(boxes[unsure], None, k) for k in (1, 2, 3)])
         tp, ts = self._run_flat(imgs, np.tile(owner[unsure], 3), turned)
-        conf = np.concatenate([self.confidence(sc[unsure]), self.confidence(ts)])
+        conf = np.concatenate([conf[unsure], self.confidence(ts)])
         best = np.argmax(conf.reshape(4, -1), axis=0)  # ties keep the crop as it was
         pick = (best - 1) * len(unsure) + np.arange(len(unsure))
         moved = best > 0
@@ -626,35 +641,42 @@ class LandmarkDetector:
 
     def _level(
         self, imgs: list[np.ndarray], owner: np.ndarray, crops: np.ndarray,
-        pts: np.ndarray, sc: np.ndarray, unsure_start: np.ndarray
+        pts: np.ndarray, sc: np.ndarray, unsure_start: np.ndarray,
+        check_roll: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces re-run in crops built from their landmarks (:meth:`crops_from_landmarks`):
         those in ``unsure_start`` until the crop settles (turns less than :data:`SETTLED`
-        degrees and moves less than :data:`SETTLED_SHIFT` of its size), others only when
-        their eye line is more than :data:`LEVEL_TOLERANCE` degrees off the crop's angle
-        (then also until it settles); at most :data:`MAX_REFINE` extra passes."""
+        degrees and moves less than :data:`SETTLED_SHIFT` of its size), and those in
+        ``check_roll`` whose eye line is more than :data:`LEVEL_TOLERANCE` degrees off the
+        crop's angle (then also until it settles); at most :data:`MAX_REFINE` extra
+        passes."""
         crops, pts, sc = crops.copy(), pts.copy(), sc.copy()
         active = unsure_start.copy()
-        if self._eyes is not None and len(crops):
+        if check_roll is not None and self._eyes is not None and len(crops):
             off = np.abs(_wrap(landmark_roll(pts, *self._eyes) - crops[:, 4]))
-            active |= off > LEVEL_TOLERANCE
-        for _ in range(MAX_REFINE):
+            active |= check_roll & (off > LEVEL_TOLERANCE)
+        for step in range(MAX_REFINE):
             idx = np.flatnonzero(active)
             if not len(idx):
                 break
             new = np.concatenate([
                 self.crops_from_landmarks(CropLandmarks(pts[[j]], sc[[j]]),
                                           imgs[owner[j]].shape[:2]) for j in idx])
-            old = crops[idx]
-            size = np.maximum(old[:, 2:4] - old[:, :2], 1e-9)
-            shift = np.abs(((new[:, :2] + new[:, 2:4]) - (old[:, :2] + old[:, 2:4])) / 2) / size
-            grow = np.abs(np.log(np.maximum(new[:, 2:4] - new[:, :2], 1e-9) / size))
-            turn = np.abs(_wrap(new[:, 4] - old[:, 4]))
+            if step:  # after a pass: run again only where the next crop would differ
+                old = crops[idx]
+                size = np.maximum(old[:, 2:4] - old[:, :2], 1e-9)
+                shift = np.abs((new[:, :2] + new[:, 2:4] - old[:, :2] - old[:, 2:4]) / 2) / size
+                grow = np.abs(np.log(np.maximum(new[:, 2:4] - new[:, :2], 1e-9) / size))
+                turn = np.abs(_wrap(new[:, 4] - old[:, 4]))
+                moving = ((turn > SETTLED) | (shift.max(axis=1) > SETTLED_SHIFT)
+                          | (grow.max(axis=1) > SETTLED_SHIFT))
+                idx, new = idx[moving], new[moving]
+                if not len(idx):
+                    break
             crops[idx] = new
             pts[idx], sc[idx] = self._run_flat(imgs, owner[idx], new)
             active[:] = False
-            active[idx] = ((turn > SETTLED) | (shift.max(axis=1) > SETTLED_SHIFT)
-                           | (grow.max(axis=1) > SETTLED_SHIFT))
+            active[idx] = True
         return crops, pts, sc
 
     def run_network(
@@ -775,7 +797,7 @@ TURNED_PICTURE = 45.0
 search the turned picture too (a sideways or upside-down photo)."""
 UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
-LEVEL_TOLERANCE = 10.0
+LEVEL_TOLERANCE = 20.0
 """Degrees between a crop's angle and its landmarks' eye line above which the face is run
 again in a crop levelled by the landmarks."""
 SETTLED = 3.0
