@@ -563,8 +563,9 @@ class LandmarkDetector:
            image without a confident face lying within :data:`TURNED_PICTURE` degrees
            of upright.
         4. Levelling: a face whose landmarks' eye line is more than
-           :data:`LEVEL_TOLERANCE` degrees off its crop's angle, and every face moved to
-           a turned crop, is run again in :meth:`crops_from_landmarks` until it settles.
+           :data:`LEVEL_TOLERANCE` degrees off its crop's angle (:data:`ROLLED_TOLERANCE`
+           for crops turned :data:`ROLLED` degrees or more), and every face moved to a
+           turned crop, is run again in :meth:`crops_from_landmarks` until it settles.
 
         On an upright photo step 1 is usually all that runs (docs/angles.md has the cost).
         """
@@ -584,13 +585,15 @@ class LandmarkDetector:
         pts, sc = self._run_flat(imgs, owner, flat)
         # A caller's box most often holds an upright face of another crop style: settle it
         # first, and try it turned only if the network is still unsure.
+        given = unsure_start.copy()
         flat, pts, sc = self._level(imgs, owner, flat, pts, sc, unsure_start)
-        # Unsure faces in a picture with a confident face lying upright are small, blurred
-        # or not faces, not turned ones: they get no more passes ("always" tries them).
+        # Unsure detections in a picture with a confident face lying upright are small,
+        # blurred or not faces, not turned ones: they get no more passes ("always" tries
+        # them). Boxes passed are each tried on their own, whatever the others are.
         sure = self.confidence(sc) >= self._search_below
         upright = np.zeros(len(imgs), dtype=bool)
         upright[owner[sure & (np.abs(_wrap(flat[:, 4])) <= TURNED_PICTURE)]] = True
-        worth = sure | ~upright[owner] | (self._search == "always")
+        worth = sure | given | ~upright[owner] | (self._search == "always")
         turned = np.zeros(len(flat), dtype=bool)
         if self._search != "off" and len(flat):
             flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc,
@@ -654,7 +657,8 @@ class LandmarkDetector:
         active = unsure_start.copy()
         if check_roll is not None and self._eyes is not None and len(crops):
             off = np.abs(_wrap(landmark_roll(pts, *self._eyes) - crops[:, 4]))
-            active |= check_roll & (off > LEVEL_TOLERANCE)
+            rolled = np.abs(_wrap(crops[:, 4])) >= ROLLED
+            active |= check_roll & (off > np.where(rolled, ROLLED_TOLERANCE, LEVEL_TOLERANCE))
         for step in range(MAX_REFINE):
             idx = np.flatnonzero(active)
             if not len(idx):
@@ -798,8 +802,13 @@ search the turned picture too (a sideways or upside-down photo)."""
 UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
 LEVEL_TOLERANCE = 20.0
-"""Degrees between a crop's angle and its landmarks' eye line above which the face is run
-again in a crop levelled by the landmarks."""
+"""Degrees between a near-upright crop's angle and its landmarks' eye line above which the
+face is run again in a crop levelled by the landmarks (upright photos rarely pay it)."""
+ROLLED = 10.0
+"""A crop turned at least this many degrees is a rolled face's, whose detector keypoints are
+less reliable: it is re-levelled from :data:`ROLLED_TOLERANCE` degrees off."""
+ROLLED_TOLERANCE = 8.0
+""":data:`LEVEL_TOLERANCE` for rolled crops."""
 SETTLED = 3.0
 """A face already re-levelled goes round again while its eye line is more than this many
 degrees off its crop's angle."""
