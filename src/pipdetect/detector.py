@@ -582,6 +582,13 @@ class LandmarkDetector:
         unsure_start = np.concatenate(
             [np.full(len(f.boxes), f.keypoints is None) for _, f in items] or [np.zeros(0)]
         ).astype(bool)
+        if np.any(unsure_start) and GIVEN_START != 1.0:
+            # a box of unknown style: start wide (a face too small in its crop is read
+            # better than one cut off), then settle on the landmarks' own crop
+            c = flat[unsure_start]
+            centre, half = (c[:, :2] + c[:, 2:4]) / 2, (c[:, 2:4] - c[:, :2]) * GIVEN_START / 2
+            flat = flat.copy()
+            flat[unsure_start, :2], flat[unsure_start, 2:4] = centre - half, centre + half
         pts, sc = self._run_flat(imgs, owner, flat)
         # A caller's box most often holds an upright face of another crop style: settle it
         # first, and try it turned only if the network is still unsure.
@@ -796,6 +803,10 @@ ORIENTATION_SEARCH = ("auto", "always", "off")
 SEARCH_BELOW = 0.5
 """A face less confident than this is tried turned a quarter and half round; an image with
 no face at least this confident is searched turned (``orientation_search="auto"``)."""
+GIVEN_START = 1.3
+"""The first crop of a box the caller passed is the box-only policy's, enlarged this much
+(LFPW, 80 photos, NME of a tight landmark box: 4.15 % at 1.0, 3.31 % at 1.3, 3.39 % at 1.6;
+a loose box shifted up: 3.34, 3.48, 5.30 %; the detector path 3.30 %)."""
 TURNED_PICTURE = 45.0
 """A confident face rolled more than this many degrees makes ``orientation_search="auto"``
 search the turned picture too (a sideways or upside-down photo)."""
