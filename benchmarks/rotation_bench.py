@@ -258,7 +258,8 @@ def tables(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, str
                  f"({report['cpu'].get('cores', '?')} cores, onnxruntime "
                  f"{report['onnxruntime']}); the machine is shared, so only the ratios "
                  "count.")
-    brows = ["| roll | box style | NME mean | faces > 10 % | ms per photo |", "|---|---|---|---|---|"]
+    brows = ["| roll | box style | NME mean | faces > 10 % | ms per photo |",
+             "|---|---|---|---|---|"]
     for angle, styles in report["box_styles"].items():
         for name, r in styles.items():
             brows.append(f"| {float(angle):g}° | {name} | {r['nme_mean']:.2f} % "

@@ -376,7 +376,8 @@ def test_detect_batch_equals_one_by_one(tmp_path, astronaut, wflw_meanface):
 
 def test_detect_batch_with_boxes_and_errors(det, astronaut, wflw_meanface):
     got = det.detect_batch([astronaut, astronaut], boxes=[[BOX], None])
-    np.testing.assert_allclose(got[0][0].landmarks, analytic(wflw_meanface, started(BOX)), atol=0.01)
+    np.testing.assert_allclose(got[0][0].landmarks, analytic(wflw_meanface, started(BOX)),
+                               atol=0.01)
     assert got[0][0].score == 1.0 and len(got[1]) == 1 and got[1][0].score < 1.0
     assert det.detect_batch([]) == []
     with pytest.raises(ValueError, match="one entry"):
