@@ -245,7 +245,9 @@ def tables(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, str
         rows.append(f"| {float(angle):g}° | {r['found']}/{r['photos']} ({r['found_pct']:g} %) "
                     f"| {r['nme_mean']:.2f} % | {r['nme_median']:.2f} % | {r['over_10_pct']:g} % "
                     f"| {r['roll_error_median_deg']:.1f}° |")
-    cpu = report["cpu"].get("model") or "unknown CPU"
+    from pipdetect._cpu import cpu_summary
+
+    cpu = cpu_summary(report["cpu"])
     timing = report["timing_ms_per_photo"]
     base = next((k for k in timing if k.startswith("baseline")), None)
     trows = ["| settings | upright photo, ms | photo without a face, ms |", "|---|---|---|"]
@@ -254,10 +256,8 @@ def tables(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, str
                  if base and name != base else "")
         trows.append(f"| {name} | {t['upright']:.1f}{ratio} | {t['no_face']:.1f} |")
     trows.append("")
-    trows.append(f"Measured in one run, interleaved, on {cpu} "
-                 f"({report['cpu'].get('cores', '?')} cores, onnxruntime "
-                 f"{report['onnxruntime']}); the machine is shared, so only the ratios "
-                 "count.")
+    trows.append(f"Measured in one run, interleaved, on {cpu}; the machine is shared, "
+                 "so only the ratios count.")
     brows = ["| roll | box style | NME mean | faces > 10 % | ms per photo |",
              "|---|---|---|---|---|"]
     for angle, styles in report["box_styles"].items():
