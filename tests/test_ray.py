@@ -76,7 +76,13 @@ def test_ray_listens_on_loopback_only(ray_local: None) -> None:
 def model_path(tmp_path_factory: pytest.TempPathFactory, wflw_meanface: np.ndarray) -> Path:
     """A 98-point model with random heads: its landmarks depend on the pixels, so a
     result written to the wrong row, a colour swap or a different decode shows."""
-    spec = make_spec(wflw_meanface, name="ray-test", scheme="wflw98")
+    # A calibration that trusts every face (probability ~1, threshold 0): the random heads'
+    # faces are never dropped nor tried turned. (Their random eye lines can still make a
+    # face look rolled, so the turned picture may be searched and add faces; the tests
+    # compare Ray with the single-process API face by face, whatever their number.)
+    trusting = {"type": "logistic", "features": ["logit_mean", "logit_low_quartile"],
+                "coef": [20.0, 0.0, 0.0], "threshold": 0.0, "fitted_on": "test"}
+    spec = make_spec(wflw_meanface, name="ray-test", scheme="wflw98", confidence=trusting)
     return random_model(tmp_path_factory.mktemp("model") / "random.onnx", spec, seed=3)
 
 
@@ -111,7 +117,7 @@ def expected(folder: Path, model_path: Path) -> dict[str, list[dict[str, Any]]]:
         if path.name != CORRUPT:
             out[path.name] = [f.to_dict() for f in det.detect(path)]
     assert out[NO_FACE] == []
-    assert len(out["two_faces.png"]) == 2
+    assert len(out["two_faces.png"]) >= 2  # random heads: the orientation search may add more
     assert all(len(out[name]) >= 1 for name in out if name not in (NO_FACE,))
     return out
 
@@ -183,7 +189,7 @@ def test_read_images_rgb_one_row_per_face(
     for r in rows:
         by_image.setdefault(Path(r["source"]).name, []).append(r)
     assert sorted(by_image) == sorted(Path(p).name for p in pngs)
-    face_keys = ("box", "crop", "score", "landmarks", "scores")
+    face_keys = ("box", "crop", "score", "confidence", "pose", "landmarks", "scores")
     for name, group in by_image.items():
         assert all(r["error"] is None for r in group), name
         if not expected[name]:
@@ -280,10 +286,12 @@ def test_pandas_batches_and_bgr_arrays(
     flipped = np.ascontiguousarray(astronaut[:, ::-1])
     frame = pd.DataFrame({"image": [flipped, None], "path": ["flipped.png", "empty"]})
     rows = pred(frame).to_pylist()
-    assert [r["source"] for r in rows] == ["flipped.png", "empty"]
-    got = {k: rows[0][k] for k in ("box", "crop", "score", "landmarks", "scores")}
-    _faces_equal([got], expected["flipped.png"])
-    assert rows[1]["error"].startswith("InvalidImageError") and rows[1]["face"] is None
+    n = len(expected["flipped.png"])
+    assert [r["source"] for r in rows] == ["flipped.png"] * n + ["empty"]
+    got = [{k: r[k] for k in ("box", "crop", "score", "confidence", "pose", "landmarks",
+                              "scores")} for r in rows[:n]]
+    _faces_equal(got, expected["flipped.png"])
+    assert rows[n]["error"].startswith("InvalidImageError") and rows[n]["face"] is None
 
 
 def test_empty_batch_and_bad_batches(predictor: PipdetectPredictor) -> None:
