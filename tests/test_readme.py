@@ -65,7 +65,41 @@ def test_speed_table_matches_results_json() -> None:
     assert dlib == (f"{photo['dlib (upsample 0)']['ms']:.1f} / "
                     f"{photo['dlib (upsample 1)']['ms']:.1f}")
     section = _section(ACCURACY_AND_SPEED.read_text(), "## ResNet-18")[:1500]
-    assert "AMD EPYC Zen 4" in section, "the page must name the CPU the table was measured on"
+    assert results["meta"]["cpu_summary"] in section, "the page must name the CPU of the table"
+
+
+def test_default_model_speed_table_matches_results_json() -> None:
+    """The default model's speed table (docs, and the README's copy) is the last full
+    bench.py run: the bundled model, the ResNet-18 300W model and dlib on the same photo,
+    on the CPU the page names; no estimated figure anywhere."""
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    photo = results["photos"]["photos"]["640x480, 1 face"]
+    models = results["models"]
+    expected = {
+        "default, EfficientNet-Lite0": (models["pipnet-lite0-300w"]["per_face_ms"]["box"],
+                                        photo["pipnet-lite0-300w"]["ms"],
+                                        models["pipnet-lite0-300w"]["file_mb"]),
+        "ResNet-18": (models["r18-300w"]["per_face_ms"]["box"], photo["r18-300w"]["ms"],
+                      models["r18-300w"]["file_mb"]),
+    }
+    for page in (ACCURACY_AND_SPEED, README):
+        heading = "## The default model" if page == ACCURACY_AND_SPEED else "## Speed"
+        section = _section(page.read_text(), heading)
+        assert results["meta"]["cpu_summary"] in " ".join(section.split()), page.name
+        rows = {cells[0]: cells[1:] for cells in (
+            [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+            for line in _table_rows(section))}
+        for name, (face, whole, mb) in expected.items():
+            (cells,) = [v for k, v in rows.items() if k.startswith(name)]
+            assert cells[:3] == [f"{face:.1f}", f"{whole:.1f}", f"{mb:.1f} MB"], (name, cells)
+        (dlib,) = [v for k, v in rows.items() if k.startswith("dlib")]
+        assert dlib[1] == f"{photo['dlib (upsample 0)']['ms']:.1f}", dlib
+    for page in [*PAGES, ROOT / "benchmarks" / "README.md", ROOT / "training" / "README.md"]:
+        # how estimated figures were marked; "the estimated probability" (confidence) and
+        # "estimated from the landmarks" (pose) are methods, not figures
+        found = re.findall(r"\(estimated|estimated,? not re-measured|estimated\)|"
+                           r"\bestimated from th(?:e|at) (?:run|tuning)", page.read_text())
+        assert not found, f"{page.name}: every figure is measured, found {found}"
 
 
 def test_readme_is_a_front_page() -> None:
