@@ -538,7 +538,7 @@ def test_unsure_faces_are_left_out_and_the_error_says_why():
     when all were dropped, and boxes the caller passes are always returned."""
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    options = {"score_threshold": 0.05, "orientation_search": "off"}
+    options = {"score_threshold": 0.05, "orientation_search": "off", "max_faces": 6}
     found = LandmarkDetector(min_confidence=0, **options).detect(noise)
     assert len(found) >= 3, "the low face-detector threshold finds boxes on noise"
     conf = sorted(f.confidence for f in found)
