@@ -562,3 +562,45 @@ def test_any_angle_options_are_checked_when_the_detector_is_built(options):
 
     with pytest.raises(InvalidArgumentError, match=next(iter(options))):
         LandmarkDetector(**options)
+
+
+@settings(max_examples=15, deadline=None)
+@given(du=st.floats(-0.05, 0.05), dv=st.floats(-0.05, 0.05), angle=st.floats(-180, 180))
+def test_the_output_offset_moves_landmarks_in_the_crops_frame(
+        tmp_path_factory, wflw_meanface, astronaut, du, dv, angle):
+    """A model's ``output_offset`` (du, dv) moves every landmark by du crop widths along the
+    crop's x axis and dv crop heights along its y axis, whichever way the crop is turned;
+    predict_crops gets it too (du, dv times the crop's size)."""
+    folder = tmp_path_factory.mktemp("offset")
+    plain = LandmarkDetector(known_answer_model(folder / "a.onnx", wflw_meanface))
+    spec = make_spec(wflw_meanface, output_offset=(du, dv))
+    moved = LandmarkDetector(known_answer_model(folder / "b.onnx", wflw_meanface, spec))
+    assert moved.spec.output_offset == (du, dv)
+    crop = np.array([[150.0, 120.0, 350.0, 380.0, angle]])
+    (a,), (b,) = (d.run_network([(astronaut, crop)])[0].points for d in (plain, moved))
+    a_rad = np.radians(angle)
+    ex, ey = np.array([np.cos(a_rad), np.sin(a_rad)]), np.array([-np.sin(a_rad), np.cos(a_rad)])
+    np.testing.assert_allclose(b - a, np.broadcast_to(du * 200 * ex + dv * 260 * ey, a.shape),
+                               atol=1e-6)
+    patch = astronaut[100:300, 150:310]
+    np.testing.assert_allclose(moved.predict_crops(patch) - plain.predict_crops(patch),
+                               np.broadcast_to([du * 160, dv * 200], (1, 98, 2)), atol=1e-3)
+
+
+@pytest.mark.parametrize("value, ok", [([0.01, -0.002], True), ([0, 0], True),
+                                       ([0.3, 0], False), ([0.01], False), ("0.01", False),
+                                       ([float("nan"), 0], False)])
+def test_the_output_offset_field_is_checked(wflw_meanface, value, ok):
+    from pipdetect.errors import ModelFormatError
+    from pipdetect.model import ModelSpec
+
+    data = make_spec(wflw_meanface).to_dict()
+    assert data["output_offset"] == [0.0, 0.0]
+    data["output_offset"] = value
+    if ok:
+        assert ModelSpec.from_dict(data).output_offset == tuple(value)
+    else:
+        with pytest.raises(ModelFormatError, match="output_offset"):
+            ModelSpec.from_dict(data)
+    del data["output_offset"]  # older files: no offset
+    assert ModelSpec.from_dict(data).output_offset == (0.0, 0.0)

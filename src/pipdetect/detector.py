@@ -144,6 +144,8 @@ class LandmarkDetector:
         self._search = orientation_search
         self._enlarge = training_crop_enlargement(spec)
         self._meanface = np.asarray(spec.meanface, dtype=np.float64)
+        offset = np.asarray(spec.output_offset, dtype=np.float64)
+        self._output_offset = offset if np.any(offset) else None
         self._max_faces = max_faces
         self._batch_size = batch_size
         self._face_options: dict[str, Any] = {
@@ -769,13 +771,17 @@ class LandmarkDetector:
     def _landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run (B, h, w, 3) uint8 BGR crops through the network and the decoder.
 
-        Returns normalised landmarks (B, L, 2) float64 and scores (B, L).
+        Returns normalised landmarks (B, L, 2) float64, with the model's
+        ``output_offset`` added (the one place normalised landmarks are made, so
+        :meth:`detect`, :meth:`predict_crops` and tracking all get it), and scores (B, L).
         """
         points, scores = [], []
         for start in range(0, len(crops), self._batch_size):
             chunk = crops[start : start + self._batch_size]
             maps = self._model.run(self._preprocess(chunk))
             p, s = self._decoder(*maps)
+            if self._output_offset is not None:
+                p = p + self._output_offset
             points.append(p)
             scores.append(s)
         # The decoder raises ModelOutputError rather than return non-finite values.

@@ -74,6 +74,8 @@ MAX_METADATA_CHARS = 4 * 1024**2
 MAX_METADATA_DEPTH = 32
 """Deepest nesting of JSON arrays and objects in the metadata."""
 _MAX_INT_DIGITS = 30
+MAX_OUTPUT_OFFSET = 0.25
+"""Largest ``output_offset`` component, in crop widths / heights (fitted ones: < 0.01)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ class ModelSpec:
     """How per-landmark scores become a face's confidence (a probability that its
     landmarks are right); see :class:`pipdetect.confidence.Calibration`. ``None``:
     uncalibrated."""
+    output_offset: tuple[float, float] = (0.0, 0.0)
+    """(du, dv) added to every decoded landmark in the crop's normalised frame (u along the
+    crop's x axis, v along its y axis, so it turns with an oriented crop) before it is
+    mapped to image pixels: a correction fitted on the training faces for a systematic
+    offset between the network and its annotations (``training/output_offset.py``)."""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -144,6 +151,7 @@ class ModelSpec:
             "accuracy": self.accuracy,
             "provenance": self.provenance,
             "confidence": self.confidence,
+            "output_offset": list(self.output_offset),
         }
 
     def to_metadata(self) -> dict[str, str]:
@@ -345,6 +353,7 @@ FIELDS: dict[str, FieldCheck] = {
     "accuracy": FieldCheck(_json_object),
     "provenance": FieldCheck(_json_object),
     "confidence": FieldCheck(_confidence),
+    "output_offset": FieldCheck(_numbers(2, -MAX_OUTPUT_OFFSET, MAX_OUTPUT_OFFSET)),
 }
 """The metadata fields read by :meth:`ModelSpec.from_dict`, each with its one check.
 A new field gets its parser here (and its attribute in :class:`ModelSpec`); checks of
