@@ -332,7 +332,8 @@ def test_call_arguments_raise_pipdetect_errors_that_say_what_to_do(det, astronau
 def test_face_repr_is_one_short_line(det, astronaut):
     face = det.detect(astronaut, boxes=[BOX])[0]
     text = repr(face)
-    assert text == str(face) and "\n" not in text and len(text) < 100, text
+    assert text == str(face) and "\n" not in text and len(text) < 120, text
+    assert f"confidence={face.confidence:.2f}" in text
     assert text.startswith("Face(98 points custom, box=(180.0, 70.0, 300.0, 240.0), score=1.00")
     assert "array" not in text
 

@@ -135,7 +135,7 @@ class Face:
         box = ", ".join(f"{v:.1f}" for v in self.box)
         track = "" if self.track_id is None else f", track_id={self.track_id}"
         return (f"Face({len(self.landmarks)} points {self.scheme}, box=({box}), "
-                f"score={self.score:.2f}{track})")
+                f"score={self.score:.2f}, confidence={self.confidence:.2f}{track})")
 
     @property
     def pose(self) -> tuple[float, float, float] | None:
