@@ -107,10 +107,9 @@ def test_npy_and_links_are_replaced_not_written_through(tmp_path):
     assert target.read_bytes() == b"whole" and list(target.parent.iterdir()) == [target]
 
 
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null on this system")
 def test_dev_null_is_written_directly(tmp_path):
     null = Path("/dev/null")
-    if not null.exists():
-        pytest.skip("no /dev/null on this system")
     with ResultsFile(null, "json") as out:
         out.add(image_doc("a.jpg", 1))
     with replacing(null) as tmp:  # a device is written, never replaced (even by root)
