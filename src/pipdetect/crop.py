@@ -48,6 +48,7 @@ __all__ = [
     "levelled_faces",
     "training_crop_enlargement",
     "warp_crops",
+    "wrap_degrees",
 ]
 
 _FEATURES = 11  # 1 + 5 keypoints x (x, y)
@@ -150,7 +151,7 @@ class CropPolicy:
             angle, boxes, kp = levelled_faces(boxes, keypoints)
         else:
             turns = np.broadcast_to(np.asarray(quarter_turns, dtype=np.int64), (len(boxes),))
-            angle = _wrap_degrees(90.0 * turns)
+            angle = wrap_degrees(90.0 * turns)
             odd = turns % 2 == 1
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2
             size = np.where(odd[:, None], (boxes[:, 2:] - boxes[:, :2])[:, ::-1],
@@ -195,7 +196,7 @@ def as_crops(crops: Any) -> np.ndarray:
     return arr
 
 
-def _wrap_degrees(angle: np.ndarray) -> np.ndarray:
+def wrap_degrees(angle: np.ndarray) -> np.ndarray:
     """Angles in degrees wrapped to [-180, 180)."""
     return (np.asarray(angle, dtype=np.float64) + 180.0) % 360.0 - 180.0
 

@@ -34,6 +34,7 @@ from .crop import (
     landmark_roll,
     training_crop_enlargement,
     warp_crops,
+    wrap_degrees,
 )
 from .decode import PIPDecoder
 from .errors import InvalidArgumentError, InvalidBoxError, InvalidImageError, NoFaceError
@@ -331,7 +332,7 @@ class LandmarkDetector:
         def wanted(crops: np.ndarray, lm: CropLandmarks) -> bool:
             sure = self.confidence(lm.scores) >= self._search_below
             return not sure.any() or bool(
-                np.any(np.abs(_wrap(crops[sure, 4])) > TURNED_PICTURE))
+                np.any(np.abs(wrap_degrees(crops[sure, 4])) > TURNED_PICTURE))
 
         todo = [
             i for i, (crops, lm) in enumerate(located)
@@ -601,7 +602,7 @@ class LandmarkDetector:
         # them). Boxes passed are each tried on their own, whatever the others are.
         sure = self.confidence(sc) >= self._search_below
         upright = np.zeros(len(imgs), dtype=bool)
-        upright[owner[sure & (np.abs(_wrap(flat[:, 4])) <= TURNED_PICTURE)]] = True
+        upright[owner[sure & (np.abs(wrap_degrees(flat[:, 4])) <= TURNED_PICTURE)]] = True
         worth = sure | given | ~upright[owner] | (self._search == "always")
         turned = np.zeros(len(flat), dtype=bool)
         if self._search != "off" and len(flat):
@@ -665,8 +666,8 @@ class LandmarkDetector:
         crops, pts, sc = crops.copy(), pts.copy(), sc.copy()
         active = unsure_start.copy()
         if check_roll is not None and self._eyes is not None and len(crops):
-            off = np.abs(_wrap(landmark_roll(pts, *self._eyes) - crops[:, 4]))
-            rolled = np.abs(_wrap(crops[:, 4])) >= ROLLED
+            off = np.abs(wrap_degrees(landmark_roll(pts, *self._eyes) - crops[:, 4]))
+            rolled = np.abs(wrap_degrees(crops[:, 4])) >= ROLLED
             active |= check_roll & (off > np.where(rolled, ROLLED_TOLERANCE, LEVEL_TOLERANCE))
         for step in range(MAX_REFINE):
             idx = np.flatnonzero(active)
@@ -680,7 +681,7 @@ class LandmarkDetector:
                 size = np.maximum(old[:, 2:4] - old[:, :2], 1e-9)
                 shift = np.abs((new[:, :2] + new[:, 2:4] - old[:, :2] - old[:, 2:4]) / 2) / size
                 grow = np.abs(np.log(np.maximum(new[:, 2:4] - new[:, :2], 1e-9) / size))
-                turn = np.abs(_wrap(new[:, 4] - old[:, 4]))
+                turn = np.abs(wrap_degrees(new[:, 4] - old[:, 4]))
                 moving = ((turn > SETTLED) | (shift.max(axis=1) > SETTLED_SHIFT)
                           | (grow.max(axis=1) > SETTLED_SHIFT))
                 idx, new = idx[moving], new[moving]
@@ -838,10 +839,6 @@ SURE_SCORE = 0.25
 landmarks (the tracker's choice, benchmarks/video_bench.py)."""
 
 
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (np.asarray(angle, dtype=np.float64) + 180.0) % 360.0 - 180.0
-
-
 def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """The (right eye, left eye) landmark indices of a named scheme, or ``None``."""
     from .schemes import SCHEMES
@@ -855,18 +852,6 @@ def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tupl
         return None
 
 
-def _quarter_turned(crops: np.ndarray, k: int) -> np.ndarray:
-    """Crops (n, 5) turned ``k`` quarter turns clockwise about their centres (width and
-    height swap on odd turns, so the same region of the image is covered)."""
-    out = crops.copy()
-    if k % 2:
-        centre = (crops[:, :2] + crops[:, 2:4]) / 2
-        half = (crops[:, 2:4] - crops[:, :2])[:, ::-1] / 2
-        out[:, :2], out[:, 2:4] = centre - half, centre + half
-    out[:, 4] = _wrap(crops[:, 4] + 90.0 * k)
-    return out
-
-
 def _unturn(k: int, shape: tuple[int, int]) -> np.ndarray:
     """(2, 3) affine map from pixels of an image turned ``k`` quarter turns clockwise
     (``np.rot90(image, -k)``) back to pixels of the (H, W) image (pixel centres at
@@ -875,10 +860,9 @@ def _unturn(k: int, shape: tuple[int, int]) -> np.ndarray:
     m = np.eye(3)
     for step in range(k):
         # one clockwise quarter turn of an (hh, ww) image: (x, y) -> (hh - 1 - y, x)
-        hh, ww = (h, w) if step % 2 == 0 else (w, h)
+        hh = h if step % 2 == 0 else w
         turn = np.array([[0.0, -1.0, hh - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
         m = turn @ m
-        del ww
     return np.linalg.inv(m)[:2]
 
 
