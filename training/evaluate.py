@@ -85,6 +85,22 @@ def evaluate_model(model: Any, folder: Path, limit: int | None = None) -> dict[s
     }
 
 
+def accuracy_field(measured: dict[str, Any]) -> dict[str, Any]:
+    """The model's ``accuracy`` metadata from an :func:`evaluate_model` result (what
+    ``release.py`` and ``output_offset.py`` store with the model)."""
+    return {
+        "metric": "NME", "unit": "%", "normalisation": "inter-ocular (outer eye corners)",
+        "test_set": f"LFPW test (300-W), {measured['photos']} photos, never trained on",
+        "gt_crops": measured["gt_crops_nme_pct"],
+        "value": measured["end_to_end_nme_pct"],
+        "end_to_end": measured["end_to_end_nme_pct"],
+        "end_to_end_failure_rate_10pct": measured["end_to_end_failure_rate_10pct"],
+        "missed": measured["missed"],
+        "source": "measured by pipdetect: training/evaluate.py (value = end to end: YuNet, "
+                  "crop policy, network, decoder)",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model file or name (default: the bundled one)")

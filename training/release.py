@@ -82,7 +82,7 @@ def convert(run: Path, out: Path, info: dict[str, Any], name: str, backbone: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evaluate import evaluate_model
+    from evaluate import accuracy_field, evaluate_model
 
     from pipdetect.zoo import file_sha256
 
@@ -101,17 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     convert(args.run, out, info_for(args.run, None), args.name, args.backbone)
     measured = evaluate_model(out, args.val)
     print(json.dumps(measured, indent=1))
-    accuracy = {
-        "metric": "NME", "unit": "%", "normalisation": "inter-ocular (outer eye corners)",
-        "test_set": f"LFPW test (300-W), {measured['photos']} photos, never trained on",
-        "gt_crops": measured["gt_crops_nme_pct"],
-        "value": measured["end_to_end_nme_pct"],
-        "end_to_end": measured["end_to_end_nme_pct"],
-        "end_to_end_failure_rate_10pct": measured["end_to_end_failure_rate_10pct"],
-        "missed": measured["missed"],
-        "source": "measured by pipdetect: training/evaluate.py (value = end to end: YuNet, "
-                  "crop policy, network, decoder)",
-    }
+    accuracy = accuracy_field(measured)
     convert(args.run, out, info_for(args.run, accuracy), args.name, args.backbone)
     if not args.no_facts:
         facts = {
