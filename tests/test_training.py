@@ -28,6 +28,7 @@ nets = load_script(ROOT / "training" / "nets.py", "nets")
 train = load_script(ROOT / "training" / "train.py", "train")
 
 pytestmark = pytest.mark.torch
+ASSETS = ROOT / "src" / "pipdetect" / "assets"
 
 
 def _write_pts(path: Path, points: np.ndarray, one_based: bool = False) -> None:
@@ -166,7 +167,8 @@ def test_targets_decode_back_to_the_landmarks(seed: int) -> None:
 
 
 def test_lite0_conversion_matches_pytorch(tmp_path: Path) -> None:
-    """pipdetect convert's EfficientNet-Lite0 (SAME padding, eps 1e-3, ReLU6) == PyTorch."""
+    """pipdetect convert's EfficientNet-Lite0 (SAME padding, eps 1e-3, ReLU6) == PyTorch,
+    and nets.init_from_onnx brings a converted model back."""
     from pipdetect.convert import convert_checkpoint
     from pipdetect.model import load_model
 
@@ -195,6 +197,26 @@ def test_lite0_conversion_matches_pytorch(tmp_path: Path) -> None:
     # the file holds the weights and little else: ~4 bytes per parameter
     params = sum(p.numel() for p in net.parameters())
     assert (tmp_path / "lite.onnx").stat().st_size < 4 * params * 1.02
+
+    # and back (training/train.py --init): with the BatchNorms rebuilt from the folded
+    # convolutions, the network is the ONNX model exactly in eval mode, and close to it in
+    # train mode on the batch the statistics came from (stochastic depth off; not exact,
+    # since train mode divides by sqrt(var + eps) where gamma is sqrt(var))
+    fresh = nets.build("efficientnet_lite0", pretrained=False)
+    nets.init_from_onnx(fresh, tmp_path / "lite.onnx", torch.from_numpy(x))
+    fresh.eval()
+    with torch.no_grad():
+        back = [o.numpy() for o in fresh(torch.from_numpy(x))]
+    for a, b in zip(back, got, strict=True):
+        assert np.abs(a - b).max() < 1e-4 * max(1.0, np.abs(b).max())
+    fresh.train()
+    fresh.drop_connect = 0.0
+    with torch.no_grad():
+        back = [o.numpy() for o in fresh(torch.from_numpy(x))]
+    for a, b in zip(back, got, strict=True):
+        assert np.abs(a - b).max() < 0.1 * np.abs(b).max()
+    with pytest.raises(ValueError, match="not a converted EfficientNet-Lite0"):
+        nets.init_from_onnx(fresh, ASSETS / "face_detection_yunet.onnx", torch.from_numpy(x))
 
 
 def _tiny_dataset(folder: Path, count: int = 12) -> None:

@@ -39,7 +39,12 @@ def _heads(module: nn.Module, channels: int, num_lms: int, num_nb: int) -> None:
 
 
 def _run_heads(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return tuple(getattr(module, name)(x) for name in HEAD_NAMES)
+    # The heads run in fp32 even under bf16 autocast: bfloat16's 8-bit mantissa would
+    # round the offsets to about 1/256 of a cell, the sub-pixel part of the answer.
+    with torch.autocast(x.device.type, enabled=False):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return tuple(getattr(module, name)(x) for name in HEAD_NAMES)
 
 
 class EfficientLitePIP(nn.Module):
@@ -93,6 +98,70 @@ def resnet18_pip(num_lms: int, num_nb: int) -> nn.Module:
                 (nn.init.zeros_ if name.endswith(".bn2") else nn.init.ones_)(module.weight)
     _heads(net, 512, num_lms, num_nb)
     return net
+
+
+# Each convolution of efficientnet-lite-pytorch and the BatchNorm after it.
+_BN_AFTER = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0",
+             "_depthwise_conv": "_bn1", "_project_conv": "_bn2"}
+
+
+def init_from_onnx(net: nn.Module, path: Path, inputs: torch.Tensor) -> None:
+    """Start ``net`` (an ``EfficientLitePIP``) from a converted Lite0 model, such as
+    the shipped default, so that training continues where that model stopped.
+
+    A converted model has each BatchNorm folded into the convolution before it
+    (weight W', bias b'). The convolution takes W' and the BatchNorm is rebuilt so
+    that in eval mode the network is the ONNX model exactly, and in train mode,
+    which normalises by the batch, close to it: with mu and sigma the mean and
+    standard deviation of W'x per channel over ``inputs`` (a batch of training
+    crops, normalised as in training), gamma = sigma, beta = mu + b', running
+    mean mu, running variance sigma^2 - eps. (Train mode divides by
+    sqrt(sigma^2 + eps), so channels of small variance start a little damped; the
+    default model v2 was trained from this start.)"""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
+               for i in onnx.load(str(path)).graph.initializer}
+    pairs: list[tuple[str, nn.Module, nn.BatchNorm2d]] = []
+    for name, module in net.named_modules():
+        parent, _, leaf = name.rpartition(".")
+        if leaf in _BN_AFTER:
+            owner = net.get_submodule(parent) if parent else net
+            pairs.append((name, module, getattr(owner, _BN_AFTER[leaf])))
+    expected = {f"{n}.{p}" for n, _, _ in pairs for p in ("weight", "bias")}
+    expected |= {f"{h}.{p}" for h in HEAD_NAMES for p in ("weight", "bias")}
+    missing = sorted(expected - set(weights))
+    if missing:
+        raise ValueError(f"{path} is not a converted EfficientNet-Lite0 PIP-Net: "
+                         f"no {', '.join(missing[:3])}")
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = []
+    with torch.no_grad():
+        for name, conv, bn in pairs:
+            conv.weight.copy_(weights[f"{name}.weight"])
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(weights[f"{name}.bias"])
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+
+            def keep(_m: nn.Module, _i: Any, out: torch.Tensor, name: str = name) -> None:
+                stats[name] = (out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=False))
+            hooks.append(conv.register_forward_hook(keep))
+        for head in HEAD_NAMES:
+            getattr(net, head).weight.copy_(weights[f"{head}.weight"])
+            getattr(net, head).bias.copy_(weights[f"{head}.bias"])
+        net.eval()
+        net(inputs)
+        for hook in hooks:
+            hook.remove()
+        for name, _conv, bn in pairs:
+            mean, var = stats[name]
+            var = var.clamp_min(2 * bn.eps)
+            bn.weight.copy_(var.sqrt())
+            bn.bias.add_(mean)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var - bn.eps)
 
 
 def build(backbone: str, num_lms: int = 68, num_nb: int = 10, pretrained: bool = True

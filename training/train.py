@@ -166,6 +166,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the annotations' own x offset, a fraction of the inter-ocular "
                         "distance: mirrored labels keep it (data.Augment.annotation_offset; "
                         "0: the reference's plain mirror; training/README.md)")
+    p.add_argument("--init", type=Path, metavar="MODEL",
+                   help="start from a trained model instead of ImageNet weights: a state_dict "
+                        "(.pth, e.g. another run's final.pth) or a converted Lite0 .onnx such "
+                        "as the shipped default (folded BatchNorms rebuilt: nets.init_from_onnx)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -218,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     neighbours = neighbours_300w()
     decoder = PIPDecoder(load_meanface("300W"), num_nb=NUM_NB)
     net = nets.build(args.backbone)
+    if args.init and not (args.out / "last.pt").exists():
+        if args.init.suffix == ".onnx":
+            rng0 = np.random.default_rng(args.seed)
+            crops = np.stack([D.make_example(faces[i], rng0, D.NO_AUGMENT, INPUT)[0]
+                              for i in rng0.permutation(len(faces))[:64]])
+            nets.init_from_onnx(net, args.init, torch.from_numpy(D.to_input(crops)))
+        else:
+            net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        log(f"initialised from {args.init}")
     net = net.to(memory_format=torch.channels_last)
     steps = len(faces) // args.batch_size
     if args.max_steps:
