@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -532,6 +533,34 @@ def test_the_default_model_finds_the_face_at_every_quarter_turn(astronaut):
     assert all(f.confidence < off.min_confidence for f in
                LandmarkDetector(orientation_search="off", min_confidence=0).detect(upside_down))
     assert off.detect(upside_down) == []
+
+
+def test_turned_picture_is_searched_only_without_a_confident_upright_face(astronaut):
+    """"auto" searches the picture turned 90/180/270 degrees when no confident face lies
+    near upright; a confident upright face says the picture is upright, and a face rolled
+    55 degrees beside it (found already) does not make it search."""
+    det = LandmarkDetector()
+    (up,) = det.detect(astronaut)
+    centre = tuple(float(v) for v in up.landmarks.mean(axis=0))
+    m = cv2.getRotationMatrix2D(centre, 55, 1.0)
+    rolled = cv2.warpAffine(astronaut, m, astronaut.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+    both = cv2.resize(np.concatenate([astronaut, rolled], axis=1), (640, 320),
+                      interpolation=cv2.INTER_AREA)
+    turns: list[int] = []
+    find = det.find_faces
+
+    def counting(image: np.ndarray, *, turn: int = 0) -> Any:
+        turns.append(turn)
+        return find(image, turn=turn)
+
+    det.find_faces = counting  # type: ignore[method-assign]
+    faces = det.detect(rolled)
+    assert turns == [0, 1, 2, 3] and len(faces) == 1 and abs(faces[0].crop.angle + 55) < 10
+    turns.clear()
+    faces = sorted(det.detect(both), key=lambda f: f.box[0])
+    assert turns == [0]
+    assert [round(f.crop.angle / 10) for f in faces] == [0, -5]
+    assert min(f.confidence for f in faces) >= det.min_confidence
 
 
 def test_unsure_faces_are_left_out_and_the_error_says_why():

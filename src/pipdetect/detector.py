@@ -323,16 +323,17 @@ class LandmarkDetector:
         located: list[tuple[np.ndarray, CropLandmarks]],
     ) -> None:
         """The face detector on images turned 90, 180 and 270 degrees, where no
-        confident face was found upright or a confident face lies rolled past
-        :data:`TURNED_PICTURE` degrees (the picture itself is probably turned, and the
-        detector misses faces in it) (``"auto"``), or always (``"always"``). Faces it
+        confident face lies within :data:`TURNED_PICTURE` degrees of upright: none
+        was found, or every confident face lies rolled past it (the picture itself is
+        probably turned, and the detector misses faces in it) (``"auto"``); or always
+        (``"always"``). One confident face near upright says the picture is upright:
+        a rolled face beside it (a head on a shoulder) was found already. Faces it
         adds replace ``found`` / ``located`` entries in place, merged with the upright
         ones (the more confident of two faces with overlapping landmarks is kept),
         largest box first."""
         def wanted(crops: np.ndarray, lm: CropLandmarks) -> bool:
             sure = self.confidence(lm.scores) >= self._search_below
-            return not sure.any() or bool(
-                np.any(np.abs(wrap_degrees(crops[sure, 4])) > TURNED_PICTURE))
+            return not np.any(np.abs(wrap_degrees(crops[sure, 4])) <= TURNED_PICTURE)
 
         todo = [
             i for i, (crops, lm) in enumerate(located)
@@ -815,8 +816,9 @@ GIVEN_START = 1.3
 (LFPW, 80 photos, NME of a tight landmark box: 4.15 % at 1.0, 3.31 % at 1.3, 3.39 % at 1.6;
 a loose box shifted up: 3.34, 3.48, 5.30 %; the detector path 3.30 %)."""
 TURNED_PICTURE = 45.0
-"""A confident face rolled more than this many degrees makes ``orientation_search="auto"``
-search the turned picture too (a sideways or upside-down photo)."""
+"""Degrees of roll within which a confident face counts as upright: a picture without one
+(no confident face, or all of them rolled further) is searched turned too by
+``orientation_search="auto"`` (a sideways or upside-down photo)."""
 UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
 LEVEL_TOLERANCE = 20.0
