@@ -2,6 +2,8 @@
 
     python training/compare.py --val ../shared/data/lfpw_test \
         ~/pipdetect-train/lite0:efficientnet_lite0 ~/pipdetect-train/r18:resnet18
+    python training/compare.py --val ../shared/data/lfpw_test old.onnx \
+        src/pipdetect/assets/pipnet-lite0-300w.onnx     # finished models as they ship
 
 Each run (``FOLDER:BACKBONE``, a ``training/train.py --out`` folder) is converted
 with ``training/release.py``'s conversion into a temporary file, measured with
@@ -71,12 +73,31 @@ def timings(paths: list[Path], rounds: int = 15) -> list[dict[str, float]]:
             for f, w in zip(face, whole, strict=True)]
 
 
+def model_facts(path: Path) -> dict[str, Any]:
+    """Backbone, precision, epochs and training minutes of a converted model, from the
+    training record in its metadata (``release.py`` writes it; a run continued from
+    another model counts the parent's epochs and minutes too)."""
+    from pipdetect.model import load_model
+
+    spec = load_model(path, threads=1).spec
+    training = (spec.provenance or {}).get("training") or {}
+    seconds, record = 0.0, training
+    while record:
+        seconds += float(record.get("train_seconds", 0))
+        record = (record.get("continued_from") or {}).get("training") or {}
+    settings = training.get("settings") or {}
+    return {"backbone": spec.backbone, "precision": settings.get("precision", "fp32"),
+            "epochs": training.get("total_epochs", training.get("epochs", "-")),
+            "train_minutes": round(seconds / 60) if seconds else "-"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from evaluate import evaluate_model
     from release import convert, info_for, read_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="FOLDER:BACKBONE of finished train.py runs")
+    p.add_argument("runs", nargs="+",
+                   help="FOLDER:BACKBONE of finished train.py runs, or converted .onnx models")
     p.add_argument("--val", type=Path, required=True)
     p.add_argument("--int8-calibration", type=Path, default=None, metavar="PHOTOS",
                    help="also measure an int8 copy of each run (7-bit weights), calibrated "
@@ -86,24 +107,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for item in args.runs:
-            folder, backbone = item.rsplit(":", 1)
-            run = Path(folder).expanduser()
-            out = Path(tmp) / f"{run.name}.onnx"
-            convert(run, out, info_for(run, None), run.name, backbone)
-            meta, log = read_run(run)
-            rows.append({"run": run.name, "backbone": backbone,
-                         "precision": meta["args"].get("precision", "fp32"),
-                         "epochs": len(log),
-                         "train_minutes": round(sum(r["train_seconds"] for r in log) / 60),
-                         "mb": round(out.stat().st_size / 1e6, 1),
-                         **evaluate_model(out, args.val)})
+            if item.endswith(".onnx"):  # a finished model, e.g. the one shipped today
+                out = Path(item).expanduser()
+                rows.append({"run": out.stem, **model_facts(out),
+                             "mb": round(out.stat().st_size / 1e6, 1),
+                             **evaluate_model(out, args.val)})
+            else:
+                folder, backbone = item.rsplit(":", 1)
+                run = Path(folder).expanduser()
+                out = Path(tmp) / f"{run.name}.onnx"
+                convert(run, out, info_for(run, None), run.name, backbone)
+                meta, log = read_run(run)
+                rows.append({"run": run.name, "backbone": backbone,
+                             "precision": meta["args"].get("precision", "fp32"),
+                             "epochs": len(log),
+                             "train_minutes": round(sum(r["train_seconds"] for r in log) / 60),
+                             "mb": round(out.stat().st_size / 1e6, 1),
+                             **evaluate_model(out, args.val)})
             paths.append(out)
             if args.int8_calibration is not None:
                 from pipdetect.convert.quantize import quantize_model
 
-                q = Path(tmp) / f"{run.name}-int8.onnx"
+                q = Path(tmp) / f"{rows[-1]['run']}-int8.onnx"
                 quantize_model(out, q, [args.int8_calibration])
-                rows.append({**rows[-1], "precision": rows[-1]["precision"] + " -> int8",
+                rows.append({**rows[-1], "precision": f"{rows[-1]['precision']} -> int8",
                              "mb": round(q.stat().st_size / 1e6, 1),
                              **evaluate_model(q, args.val)})
                 paths.append(q)
@@ -111,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             row.update({k: round(v, 1) for k, v in t.items()})
     print(f"CPU: {cpu_name()}, {__import__('os').cpu_count()} cores; "
           f"onnxruntime {__import__('onnxruntime').__version__}")
-    print("| backbone | training | epochs | minutes | NME true-landmark crops | "
+    print("| model | backbone | training | epochs | minutes | NME true-landmark crops | "
           "NME end to end | failures > 10 % | ms / face (box given) | ms / 640x480 photo | MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backbone']} | {r['precision']} | {r['epochs']} | {r['train_minutes']} | "
+        print(f"| {r['run']} | {r['backbone']} | {r['precision']} | {r['epochs']} | "
+              f"{r['train_minutes']} | "
               f"{r['gt_crops_nme_pct']:.2f} % | {r['end_to_end_nme_pct']:.2f} % | "
               f"{r['end_to_end_failure_rate_10pct']:.1f} % | {r['ms_per_face']} | "
               f"{r['ms_per_photo']} | {r['mb']} |")

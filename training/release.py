@@ -47,9 +47,22 @@ def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return meta, log
 
 
-def info_for(run: Path, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+def parent_of(model: Path) -> dict[str, Any]:
+    """What a run started with ``train.py --init MODEL`` continued: the file's SHA-256 and
+    the training record in its metadata (which holds its own parent, if any)."""
+    from pipdetect.model import load_model
+    from pipdetect.zoo import file_sha256
+
+    provenance = load_model(model, threads=1).spec.provenance or {}
+    return {"sha256": file_sha256(model), "training": provenance.get("training")}
+
+
+def info_for(run: Path, accuracy: dict[str, Any] | None,
+             parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The info file of a run's model. ``parent``: :func:`parent_of` the model the run
+    started from (``train.py --init``); its epochs count in ``total_epochs``."""
     meta, log = read_run(run)
-    training = {
+    training: dict[str, Any] = {
         "command": meta["command"],
         "commit": meta["commit"],
         "torch": meta["torch"],
@@ -60,6 +73,10 @@ def info_for(run: Path, accuracy: dict[str, Any] | None) -> dict[str, Any]:
         "data": DATASET,
         "recipe": "training/README.md",
     }
+    if parent is not None:
+        training["continued_from"] = parent
+        training["total_epochs"] = len(log) + int((parent.get("training") or {}).get(
+            "total_epochs", (parent.get("training") or {}).get("epochs", 0)))
     info: dict[str, Any] = {"dataset": DATASET, "license": LICENSE, "training": training}
     if accuracy is not None:
         info["accuracy"] = accuracy
@@ -93,16 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="model file (default: src/pipdetect/assets/<name>.onnx)")
+    p.add_argument("--parent", type=Path, default=None, metavar="MODEL",
+                   help="the model the run started from (train.py --init), recorded in the "
+                        "metadata; needed when --init was a .onnx that has since been replaced")
     p.add_argument("--no-facts", action="store_true",
                    help="do not write src/pipdetect/assets/<name>.json (for comparison runs)")
     args = p.parse_args(argv)
     out = args.output or ASSETS / f"{args.name}.onnx"
+    meta, _ = read_run(args.run)
+    init = meta["args"].get("init", "None")
+    if args.parent is None and init not in ("None", "") and Path(init).suffix == ".onnx":
+        raise SystemExit(f"the run started from {init}: name that model with --parent (a copy "
+                         "of it, if the file has been replaced since) to record it")
+    parent = parent_of(args.parent) if args.parent is not None else None
 
-    convert(args.run, out, info_for(args.run, None), args.name, args.backbone)
+    convert(args.run, out, info_for(args.run, None, parent), args.name, args.backbone)
     measured = evaluate_model(out, args.val)
     print(json.dumps(measured, indent=1))
     accuracy = accuracy_field(measured)
-    convert(args.run, out, info_for(args.run, accuracy), args.name, args.backbone)
+    convert(args.run, out, info_for(args.run, accuracy, parent), args.name, args.backbone)
     if not args.no_facts:
         facts = {
             "name": args.name, "file": out.name, "dataset": "300W (partial train)",
