@@ -3,6 +3,8 @@ every output format checked against the documented schema (pipdetect.results).""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -52,8 +54,12 @@ def check_document(doc: dict[str, Any], *, tracked: bool = True) -> None:
     """Validate one JSON document against the schema documented in pipdetect.results."""
     common = {"format", "kind", "source", "width", "height", "model", "scheme", "num_landmarks"}
     assert doc["format"] == FORMAT
-    assert doc["kind"] in ("image", "video", "camera")
+    assert doc["kind"] in ("image", "video", "camera", "error")
     assert doc["source"] is None or isinstance(doc["source"], str)
+    if doc["kind"] == "error":  # a failed input: why, in one line
+        assert set(doc) == {"format", "kind", "source", "error"}
+        assert isinstance(doc["error"], str) and doc["error"] and "\n" not in doc["error"]
+        return
     for key in ("width", "height", "num_landmarks"):
         assert isinstance(doc[key], int) and doc[key] > 0
     assert isinstance(doc["model"], str) and isinstance(doc["scheme"], str)
@@ -81,9 +87,14 @@ def test_the_validator_rejects_broken_documents():
                        "landmarks": [[0, 0], [1, 1]], "scores": [0.5, 0.5]}]}
     check_document(good)
     for breakage in ({"num_landmarks": 3}, {"format": "other"}, {"width": 0},
-                     {"faces": [{"box": [0, 0, 1, 1]}]}, {"extra": 1}):
+                     {"faces": [{"box": [0, 0, 1, 1]}]}, {"extra": 1}, {"kind": "error"}):
         with pytest.raises(AssertionError):
             check_document({**good, **breakage})
+    failed = {"format": FORMAT, "kind": "error", "source": "x.jpg", "error": "broken"}
+    check_document(failed)
+    for breakage in ({"error": ""}, {"error": "two\nlines"}, {"faces": []}, {"kind": "image"}):
+        with pytest.raises((AssertionError, KeyError)):
+            check_document({**failed, **breakage})
 
 
 # ----------------------------------------------------------------- fixtures
@@ -246,14 +257,52 @@ def test_unconvertible_points_and_missing_inputs(model98, photos, capsys):
     assert code == 2 and "--points 29" in err
     code, out, err = run([photos / "missing.jpg", photos / "a.jpg", "-m", model98], capsys)
     assert code == 1 and "missing.jpg" in err and "no such file" in err
-    docs = json.loads(out)  # the good one is still done
-    assert [d["source"] for d in docs] == [str(photos / "a.jpg")]
+    docs = json.loads(out)  # the good one is still done, the missing one says why
+    assert [(d["kind"], d["source"]) for d in docs] == [
+        ("error", str(photos / "missing.jpg")), ("image", str(photos / "a.jpg"))]
+    assert docs[0]["error"] == "no such file or folder" and len(docs[1]["faces"]) == 1
 
 
 def test_empty_folder_is_a_failure(model98, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, out, err = run([tmp_path / "empty", "-m", model98], capsys)
-    assert code == 1 and "no images" in err and json.loads(out) == []
+    assert code == 1 and "no images" in err
+    [doc] = json.loads(out)
+    check_document(doc)
+    assert doc["kind"] == "error" and doc["source"] == str(tmp_path / "empty")
+    assert doc["error"].startswith("no images in this folder")
+
+
+def test_bad_files_among_good_ones_are_reported_in_json_and_csv_alike(model98, photos,
+                                                                      tmp_path, capsys):
+    """Every input has its place, in the order given: the good results whole, each bad
+    file with the reason stderr gave; the same in a JSON array, a JSON file and CSV."""
+    inputs = [photos / "a.jpg", photos / "bad.jpg", photos / "b.png", photos / "empty.png"]
+    code, out, err = run([*inputs, "-m", model98], capsys)
+    assert code == 1
+    docs = json.loads(out)
+    for doc in docs:
+        check_document(doc)
+    assert [(d["kind"], d["source"]) for d in docs] == [
+        ("image", str(inputs[0])), ("error", str(inputs[1])), ("image", str(inputs[2])),
+        ("error", str(inputs[3]))]
+    assert [len(docs[k]["faces"]) for k in (0, 2)] == [1, 1]
+    for doc in (docs[1], docs[3]):  # the reason is the one stderr gave
+        assert f"skipping {doc['source']}: {doc['error']}" in err
+    alone = json.loads(run([inputs[0], "-m", model98], capsys)[1])
+    assert docs[0] == alone  # a bad neighbour changes nothing in a good result
+    saved = tmp_path / "r.json"
+    assert run([*inputs, "-o", saved, "-m", model98, "-q"], capsys)[0] == 1
+    assert json.loads(saved.read_text()) == docs
+    code, out, _ = run([*inputs, "--format", "csv", "-m", model98, "-q"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 1
+    assert [(r["source"], r["face"], r["error"]) for r in rows] == [
+        (d["source"], "" if d["kind"] == "error" else "0", d.get("error", "")) for d in docs]
+    assert float(rows[0]["x0"]) == pytest.approx(docs[0]["faces"][0]["landmarks"][0][0])
+    # one input that failed: its error document is the whole output
+    code, out, _ = run([inputs[1], "-m", model98, "-q"], capsys)
+    assert code == 1 and json.loads(out) == docs[1]
 
 
 def test_help_version_and_convert_dispatch(capsys):

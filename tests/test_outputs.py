@@ -252,8 +252,10 @@ def test_results_keep_the_order_of_the_inputs_and_csv_has_a_row_for_each(
     inputs = [photos / "b.png", clip, tmp_path / "missing.jpg", blank, photos / "a.jpg"]
     code, out, _ = run([*inputs, "-m", known_model, "-q"], capsys)
     assert code == 1
-    assert [d["source"] for d in json.loads(out)] == [str(p) for i, p in enumerate(inputs)
-                                                      if i != 2]
+    docs = json.loads(out)  # the missing input too, in its place
+    assert [d["source"] for d in docs] == [str(p) for p in inputs]
+    assert [d["kind"] for d in docs] == ["image", "video", "error", "image", "image"]
+    assert docs[2]["error"] == "no such file or folder"
     code, out, _ = run([*inputs, "-m", known_model, "-q", "--format", "csv"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["source"], r["frame"], r["face"], r["error"]) for r in rows] == [

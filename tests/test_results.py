@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipdetect.results import (
+    FORMAT,
     ResultsFile,
     csv_header,
     csv_text,
@@ -68,6 +69,34 @@ def test_csv_has_a_row_for_every_input(tmp_path):
     assert {len(r) for r in csv.reader(io.StringIO(buf.getvalue()))} == {len(csv_header(3))}
     with pytest.raises(ValueError, match="same number of points"):
         csv_text([image_doc("a.jpg", 1), image_doc("b.jpg", 1, n=4)])
+
+
+def test_a_failed_input_has_its_document_in_json_as_in_csv(tmp_path):
+    bad = error_record(tmp_path / "bad.jpg", "cannot decode the image")
+    assert bad == {"format": FORMAT, "kind": "error", "source": str(tmp_path / "bad.jpg"),
+                   "error": "cannot decode the image"}
+    docs = [image_doc("a.jpg", 1), bad, image_doc("b.jpg", 2)]
+    path = tmp_path / "r.json"
+    with ResultsFile(path, "json") as out:
+        for doc in docs:
+            out.add(doc)
+    read = json.loads(path.read_text())
+    assert read == docs and path.read_text() == dumps(docs) + "\n"
+    assert [(d["kind"], d["source"], d.get("error")) for d in read] == [
+        ("image", "a.jpg", None), ("error", str(tmp_path / "bad.jpg"), "cannot decode the image"),
+        ("image", "b.jpg", None)]
+    rows = list(csv.DictReader(io.StringIO(csv_text(docs))))
+    assert [(r["source"], r["face"], r["error"]) for r in rows] == [
+        ("a.jpg", "0", ""), (str(tmp_path / "bad.jpg"), "", "cannot decode the image"),
+        ("b.jpg", "0", ""), ("b.jpg", "1", "")]
+    one = io.BytesIO()  # one input, one document: the error is the whole output
+    with ResultsFile(one, "json", many=False) as out:
+        out.add(error_record(None, "no face box"))
+    assert json.loads(one.getvalue()) == {"format": FORMAT, "kind": "error", "source": None,
+                                          "error": "no face box"}
+    with pytest.raises(ValueError, match="no landmarks"):  # .npy has no place for it
+        save_npy(tmp_path / "bad.npy", bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
 def test_a_results_file_is_replaced_whole_or_not_at_all(tmp_path):

@@ -51,8 +51,10 @@ output:
   file per input (DIR/<name>.json ...). Results keep the order of the inputs. Files are
   written beside the target and renamed over it when complete: a failed run never
   leaves one cut, and if the disk fills up the finished results are kept in
-  FILE.partial. CSV has a row per face, per image or frame without a face, and per
-  failed input (its "error" column). No output may be, or link to, an input.
+  FILE.partial. A failed input has its place too: a JSON document {"kind": "error",
+  "source": ..., "error": ...}, a CSV row with its "error" column (with -o DIR/ no
+  file). CSV has a row per face and per image or frame without a face. No output may
+  be, or link to, an input.
   Coordinates are original-image pixels, x right, y down, pixel centres at integers.
   JSON schema: python -c "import pipdetect.results as r; help(r)" or docs/cli.md.
 
@@ -531,8 +533,8 @@ class _Output:
         failed = "error" in record
         path = self.plan.result_path(index)
         try:
-            if self.sink is not None and (self.plan.fmt == "csv" or not failed):
-                self.sink.add(record)
+            if self.sink is not None and (self.plan.fmt != "npy" or not failed):
+                self.sink.add(record)  # a failed input too, as JSON or CSV
             elif path is not None and not failed:
                 with ResultsFile(path, self.plan.fmt, many=False) as single:
                     single.add(record)
@@ -597,7 +599,7 @@ class _Job:
         return None if self.opts.box is None else [self.opts.box]
 
     def fail(self, index: int, problem: str | BaseException) -> None:
-        """Input ``index`` failed: one line on stderr, an error row in CSV output."""
+        """Input ``index`` failed: one line on stderr, its error document in the output."""
         from .results import error_record
 
         path = self.plan.items[index].path

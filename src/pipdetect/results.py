@@ -2,10 +2,10 @@
 
 JSON schema (``"format": "pipdetect.landmarks/2"``)
 ---------------------------------------------------
-One document per image or video. Coordinates are pixels of the original image or
-frame: x to the right, y down, pixel centres at integer values (OpenCV's
-convention); boxes are ``[x1, y1, x2, y2]``. Numbers are rounded to 1/1000 pixel
-(scores to 1e-5).
+One document per image or video, and per input that failed (below). Coordinates
+are pixels of the original image or frame: x to the right, y down, pixel centres at
+integer values (OpenCV's convention); boxes are ``[x1, y1, x2, y2]``. Numbers are
+rounded to 1/1000 pixel (scores to 1e-5).
 
 Image::
 
@@ -28,6 +28,25 @@ Video or camera: the same header with ``"kind": "video"`` (or ``"camera"``, with
 
 ``frame`` is the 0-based frame index, ``time`` seconds from the start, ``detected``
 whether the face detector ran on that frame (otherwise faces were tracked).
+
+Failed input (:func:`error_record`): where the document of an input that failed
+would be (an item of the JSON array of several inputs, or the output of one input
+written to standard output), there is one with these four fields only::
+
+    {
+      "format": "pipdetect.landmarks/2",
+      "kind": "error",
+      "source": "photos/bad.jpg",    # the path as given (null if there is none)
+      "error": "cannot decode ..."   # why, in one line (what stderr said)
+    }
+
+So a JSON array accounts for every input given, in the order given, as CSV does. A
+reader must check ``kind`` (or whether ``error`` is there) before reading ``faces``
+or ``frames``: code that takes every item of an array for an image or a video trips
+on a failed input. The format stays ``/2``: documents of images and videos are
+unchanged, and no document valid before reads differently; earlier versions left
+failed inputs out. (The command line never replaces a result file with one holding
+failures only, and writes no file for a failed input with ``-o DIR/``: docs/cli.md.)
 
 FACE (:meth:`pipdetect.Face.to_dict`)::
 
@@ -56,7 +75,7 @@ crop_angle, roll, yaw, pitch, x0 .. x{N-1}, y0 .. y{N-1}, s0 .. s{N-1}, error``
 in its image or frame; ``crop_angle`` the crop's turn in degrees; ``roll, yaw, pitch``
 the head pose in degrees, empty where the scheme has no pose). An image or video frame
 without a face still has one row, with ``face`` and everything after it empty; an
-input that failed (:func:`error_record`) has one row with only ``source`` and
+input that failed (its :func:`error_record`) has one row with only ``source`` and
 ``error`` filled.
 
 NumPy (``.npy``)
@@ -228,9 +247,15 @@ def csv_header(num_landmarks: int) -> list[str]:
 
 
 def error_record(source: str | os.PathLike[str] | None, message: str) -> dict[str, Any]:
-    """What stands for an input that failed in CSV output: one row with ``source`` and
-    ``error`` (JSON output leaves failed inputs out)."""
-    return {"source": None if source is None else str(source), "error": str(message)}
+    """The document of an input that failed (``"kind": "error"``, see the module docs):
+    in JSON as it is, in CSV one row with only ``source`` and ``error`` filled.
+    ``message`` is one line saying why."""
+    return {
+        "format": FORMAT,
+        "kind": "error",
+        "source": None if source is None else str(source),
+        "error": str(message),
+    }
 
 
 def csv_rows(record: dict[str, Any], num_landmarks: int | None = None) -> Iterator[list[Any]]:
@@ -292,7 +317,12 @@ def csv_text(records: Iterable[dict[str, Any]]) -> str:
 
 
 def landmark_array(record: dict[str, Any]) -> np.ndarray:
-    """Landmarks of one document as a float32 array (shapes in the module docs)."""
+    """Landmarks of one document as a float32 array (shapes in the module docs).
+
+    Raises :class:`ValueError` for an :func:`error_record` (a failed input has none)."""
+    if "error" in record:
+        raise ValueError(f"{record.get('source')}: a failed input has no landmarks to write "
+                         f"({record['error']}); JSON and CSV keep such errors, .npy cannot")
     n = int(record["num_landmarks"])
     if "frames" not in record:
         faces = record["faces"]
@@ -343,8 +373,9 @@ class ResultsFile:
     """Result documents written one at a time into one file (or stream), never left cut.
 
     ``fmt``: ``"json"`` (``many=False``: one document; ``many=True``: a JSON array),
-    ``"csv"`` (the header, then every document's rows, :func:`error_record` too; give
-    ``num_landmarks``) or ``"npy"`` (one document, :func:`landmark_array`).
+    ``"csv"`` (the header, then every document's rows; give ``num_landmarks``) or
+    ``"npy"`` (one document, :func:`landmark_array`). JSON and CSV take
+    :func:`error_record` documents as well; ``.npy`` files have no place for them.
 
     ``target`` is a path or a binary stream (``sys.stdout.buffer``). A path is written
     to a temporary file beside it, flushed after every document, and renamed over it by
@@ -397,7 +428,7 @@ class ResultsFile:
             self.discard()
 
     def add(self, record: dict[str, Any]) -> None:
-        """Append one document (or :func:`error_record`, CSV only)."""
+        """Append one document, or an :func:`error_record` (JSON and CSV)."""
         if self.count and not self.many:
             raise ValueError(f"one {self.fmt} file holds one document")
         self._write(self._piece(record))
