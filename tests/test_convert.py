@@ -342,6 +342,89 @@ def test_overwrites_output_atomically_and_refuses_to_overwrite_input(
         convert_checkpoint(ckpt, ckpt, backbone="resnet18", dataset="300W")
 
 
+def _failing_save(calls: list[str], error: BaseException) -> Any:
+    """An ``onnx.save_model`` that writes the first 1000 bytes, then fails (disk full, Ctrl-C)."""
+    def save(model: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(path)
+        Path(path).write_bytes(model.SerializeToString()[:1000])
+        raise error
+
+    return save
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("error, status", [(OSError(28, "No space left on device"), 2),
+                                           (KeyboardInterrupt(), 130)], ids=["disk", "ctrl-c"])
+def test_a_conversion_that_fails_midway_leaves_the_old_file_and_no_temporary_one(
+        r18_68: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, error: BaseException, status: int) -> None:
+    import onnx
+
+    ckpt, _ = r18_68
+    before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    old.write_bytes(b"the previous, good model")
+    calls: list[str] = []
+    monkeypatch.setattr(onnx, "save_model", _failing_save(calls, error))
+    for out in (old, new):
+        assert convert_main([str(ckpt), "--backbone", "resnet18", "--dataset", "300W",
+                             "--input-size", "64", "-o", str(out)]) == status
+        err = capsys.readouterr().err
+        assert ("No space left" if status == 2 else "interrupted") in err
+        assert "Traceback" not in err
+    assert len(calls) == 2 and all(Path(c).parent == tmp_path for c in calls)  # beside it
+    assert old.read_bytes() == b"the previous, good model"
+    assert sorted(tmp_path.iterdir()) == [old]  # no new file, no temporary file
+    with pytest.raises(type(error)):  # the library alike
+        convert_checkpoint(ckpt, old, backbone="resnet18", dataset="300W", input_size=64)
+    assert sorted(tmp_path.iterdir()) == [old] and old.read_bytes().startswith(b"the previous")
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
+
+
+def test_no_output_may_be_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before any work: the checkpoint, a link to it, a file the conversion reads,
+    and the int8 copy's name; also a folder or a missing folder as -o."""
+    import pipdetect.convert as convert
+
+    def must_not_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("converted before checking the outputs")
+
+    monkeypatch.setattr(convert, "convert_checkpoint", must_not_run)
+    ckpt = tmp_path / "m-int8.pth"
+    ckpt.write_bytes(b"a checkpoint")
+    (tmp_path / "hard.onnx").hardlink_to(ckpt)
+    (tmp_path / "sym.onnx").symlink_to(ckpt)
+    info = tmp_path / "info.json"
+    info.write_text("{}")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"a photo")
+    base = [str(ckpt), "--backbone", "resnet18", "--dataset", "WFLW"]
+    quantize = ["--quantize", "int8", "--calibration", str(photos)]
+    cases = [
+        ([*base, "-o", str(ckpt)], f"the output {ckpt} is the input {ckpt}"),
+        ([*base, "-o", str(tmp_path / "hard.onnx")], "hard.onnx links to the input"),
+        ([*base, "-o", str(tmp_path / "sym.onnx")], "sym.onnx links to the input"),
+        ([*base, "--info", str(info), "-o", str(info)], f"is the input {info}"),
+        ([*base, "-o", str(tmp_path / "m.pth"), *quantize],  # its int8 copy: m-int8.pth
+         f"the output {ckpt} is the input {ckpt}"),
+        ([*base, "-o", str(photos / "a.jpg"), *quantize], "is the input"),
+        ([*base, "-o", str(tmp_path)], "is a folder"),
+        ([*base, "-o", str(tmp_path / "no" / "m.onnx")], "output folder does not exist"),
+    ]
+    files = sorted(p for p in tmp_path.rglob("*"))
+    for argv, message in cases:
+        assert convert_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "refusing to overwrite an input" in err or "folder" in err
+    assert ckpt.read_bytes() == b"a checkpoint" and sorted(tmp_path.rglob("*")) == files
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="is the checkpoint itself"):  # the library: links too
+        convert_checkpoint(ckpt, tmp_path / "hard.onnx", backbone="resnet18", dataset="WFLW")
+
+
 # --- argument errors (no torch needed) -------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, error, message", [
@@ -448,6 +531,10 @@ def test_cli_converts_through_the_main_entry_point(r18_68: tuple[Path, dict[str,
     spec = load_model(tmp_path / "my-model.onnx").spec
     assert (spec.name, spec.scheme, spec.dataset) == ("my-model", "custom", None)
     assert spec.crop_policy == preset_crop_policy("WFLW").to_dict()
+    # without --name a custom model is named after the -o file (not its temporary file)
+    assert convert_main([str(ckpt), "--backbone", "resnet18", "--meanface", "300W",
+                         "--input-size", "64", "-o", str(tmp_path / "mine.onnx")]) == 0
+    assert load_model(tmp_path / "mine.onnx").spec.name == "mine"
     # a mismatch through the CLI: exit 2, the reason on stderr
     capsys.readouterr()
     assert convert_main([str(ckpt), "--backbone", "resnet50", "--dataset", "300W"]) == 2

@@ -414,6 +414,47 @@ def test_cli_quantize_writes_both_models(monkeypatch, tmp_path, fp32_model, caps
     assert "r18-int8.onnx" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("failing", ["save", "calibration"])
+def test_cli_quantize_writes_both_models_or_neither(monkeypatch, tmp_path, fp32_model, capsys,
+                                                   failing):
+    """The int8 copy fails midway (its file cut, or no face to calibrate on): neither the fp32
+    model nor the int8 one is replaced, and no temporary file is left."""
+    import pipdetect.convert as convert
+    from pipdetect.convert.cli import main
+
+    written = []
+
+    def fake_convert(checkpoint, output, **kwargs):  # the conversion itself: test_convert.py
+        Path(output).write_bytes(fp32_model.read_bytes())
+        written.append(Path(output))
+        return load_model(output).spec
+
+    def cut_save(model, path, *args, **kwargs):
+        Path(path).write_bytes(model.SerializeToString()[:500])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert, "convert_checkpoint", fake_convert)
+    calibration = tmp_path / "calibration.png"
+    if failing == "save":
+        monkeypatch.setattr(onnx, "save_model", cut_save)
+        from conftest import EXAMPLE_IMAGE
+
+        calibration.write_bytes(EXAMPLE_IMAGE.read_bytes())
+    else:
+        cv2.imwrite(str(calibration), np.zeros((200, 200, 3), np.uint8))
+    out, out8 = tmp_path / "r18.onnx", tmp_path / "r18-int8.onnx"
+    out.write_bytes(b"previous fp32")
+    out8.write_bytes(b"previous int8")
+    code = main(["epoch59.pth", "--backbone", "resnet18", "--dataset", "WFLW", "-o", str(out),
+                 "--quantize", "int8", "--calibration", str(calibration)])
+    err = capsys.readouterr().err
+    assert code == 2 and ("No space left" if failing == "save" else "no face found") in err
+    assert written and written[0].parent == tmp_path and written[0] != out  # done beside it
+    assert (out.read_bytes(), out8.read_bytes()) == (b"previous fp32", b"previous int8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "calibration.png", "r18-int8.onnx", "r18.onnx"]
+
+
 def test_cli_quantize_needs_calibration_photos(monkeypatch, tmp_path, capsys):
     import pipdetect.convert as convert
     from pipdetect.convert.cli import main

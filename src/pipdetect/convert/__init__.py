@@ -26,6 +26,7 @@ from ..crop import CropPolicy, preset_crop_policy
 from ..errors import CheckpointError
 from ..model import ModelSpec
 from ..presets import PRESETS, Preset, get_preset, load_meanface
+from ..results import replacing
 from .arch import (
     SHORT_NAMES,
     STRIDES,
@@ -220,7 +221,11 @@ def convert_checkpoint(
         the ``module.`` prefix of ``DataParallel``). Never executed: see
         :mod:`pipdetect.convert.checkpoint`.
     output:
-        Path of the ONNX file to write (replaced atomically if it exists).
+        Path of the ONNX file to write, in an existing folder. Written to a temporary
+        file beside it and renamed over it only once complete
+        (:func:`pipdetect.results.replacing`): a failed or interrupted conversion
+        leaves an existing file as it was and no temporary file behind. Refused if it
+        is the checkpoint, or a link to it.
     backbone:
         ``resnet18``, ``resnet50``, ``resnet101`` or ``mobilenet_v2``.
     dataset:
@@ -305,8 +310,10 @@ def convert_checkpoint(
 
     src = Path(checkpoint)
     out = Path(output)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
+    if out.exists() and src.exists() and os.path.samefile(out, src):  # links too
         raise ValueError(f"output {out} is the checkpoint itself; choose another file name")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
     ckpt: Checkpoint = load_checkpoint(src)
     state, stripped = _strip_module_prefix(ckpt.state_dict)
     L, K = infer_heads(state, str(src))
@@ -356,7 +363,8 @@ def convert_checkpoint(
     doc = (f"PIP-Net {backbone}, stride {stride}, {L} landmarks, num_nb {K}; converted by "
            f"pipdetect from {src.name}. Licence: {spec.license}")
     model = build_graph(arch, state, size, spec.to_metadata(), doc=doc)
-    _write_atomically(onnx, model, out)
+    with replacing(out) as tmp:  # out is the old file or the whole new one, never cut
+        onnx.save_model(model, str(tmp))
     return spec
 
 
@@ -365,14 +373,3 @@ def _pipdetect_version() -> str:
 
     return __version__
 
-
-def _write_atomically(onnx: Any, model: Any, out: Path) -> None:
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output folder does not exist: {out.parent}")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save_model(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

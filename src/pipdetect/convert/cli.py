@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,11 @@ only tensors are rebuilt (zip and legacy torch.save formats). Every weight is
 checked against the reference PIP-Net architecture. Needs the `onnx` package:
 pip install onnx, or in the pipdetect checkout: pip install '.[convert]'.
 
+Files: the model (and its int8 copy) is written beside -o and renamed over it
+only once complete (with --quantize, both or neither): a failed or interrupted
+conversion leaves existing files as they were. An -o that is, or links to, a
+file the conversion reads is refused.
+
 Licence: the official PIP-Net weights were trained on research-only datasets;
 the converted models say so in their metadata (research use only).
 """
@@ -44,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", type=Path, help="the .pth file written by torch.save")
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="ONNX file to write (default: <name>.onnx in the current folder)")
+                        help="ONNX file to write (default: <name>.onnx in the current "
+                             "folder); replaced only by a whole new model, never an input")
     parser.add_argument("--backbone", required=True, metavar="NAME",
                         help=f"network backbone: {', '.join(BACKBONES)}")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -107,6 +115,39 @@ def _default_output(args: argparse.Namespace) -> Path:
     return Path(f"{args.checkpoint.stem}.onnx")
 
 
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file the conversion reads: the checkpoint, the mean face, crop policy and
+    info files, and the calibration photos (those in folders too)."""
+    named = [args.checkpoint, args.meanface, args.crop_policy, args.info,
+             *(args.calibration or [])]
+    found: list[Path] = []
+    for item in (Path(n) for n in named if n is not None):
+        if item.is_dir():
+            from .quantize import IMAGE_SUFFIXES
+
+            found += [p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif item.exists():
+            found.append(item)
+    return found
+
+
+def _check_outputs(args: argparse.Namespace, outputs: list[Path]) -> None:
+    """Refuse, before any work, outputs that cannot be written or would destroy an input
+    (the file itself, or a hard or symbolic link to it)."""
+    inputs = _inputs(args)
+    for out in outputs:
+        if out.is_dir():
+            raise ValueError(f"the output {out} is a folder; give the file to write, such as "
+                             f"-o {out / 'model.onnx'}")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"output folder does not exist: {out.parent}")
+        for source in inputs if out.exists() else []:
+            if os.path.samefile(out, source):
+                what = "is" if out.absolute() == source.absolute() else "links to"
+                raise ValueError(f"refusing to overwrite an input: the output {out} {what} "
+                                 f"the input {source}; choose another -o")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pipdetect convert``; returns the exit status (0 ok, 2 on any error)."""
     parser = build_parser()
@@ -119,27 +160,37 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
 
     from ..errors import PipdetectError
+    from ..results import replacing
     from . import convert_checkpoint
 
     start = time.perf_counter()
     try:
         output = args.output if args.output is not None else _default_output(args)
-        spec = convert_checkpoint(
-            args.checkpoint, output,
-            backbone=args.backbone, dataset=args.dataset, meanface=args.meanface,
-            num_nb=args.num_nb, name=args.name, stride=args.stride,
-            input_size=args.input_size, crop_policy=args.crop_policy,
-            scheme=args.scheme, info=args.info,
-        )
-        if args.quantize:
-            from .quantize import quantize_model
+        int8_output = output.with_name(f"{output.stem}-int8{output.suffix}")
+        _check_outputs(args, [output, int8_output] if args.quantize else [output])
+        # both files are written beside their targets and renamed over them only once
+        # both are complete: a failure anywhere leaves the two as they were
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(replacing(output))
+            tmp8 = stack.enter_context(replacing(int8_output)) if args.quantize else None
+            spec = convert_checkpoint(
+                args.checkpoint, tmp,
+                backbone=args.backbone, dataset=args.dataset, meanface=args.meanface,
+                num_nb=args.num_nb, stride=args.stride, input_size=args.input_size,
+                crop_policy=args.crop_policy, scheme=args.scheme, info=args.info,
+                name=args.name or (None if args.dataset else output.stem),  # not tmp's
+            )
+            if tmp8 is not None:
+                from .quantize import quantize_model
 
-            int8_output = output.with_name(f"{output.stem}-int8{output.suffix}")
-            int8_spec = quantize_model(output, int8_output, args.calibration)
+                int8_spec = quantize_model(tmp, tmp8, args.calibration)
     except (PipdetectError, ValueError, OSError, ImportError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"pipdetect convert: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("pipdetect convert: interrupted; no output file was changed", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
     size_mb = output.stat().st_size / 1e6
     print(f"wrote {output} ({spec.name}: {spec.backbone}, {spec.num_landmarks} landmarks, "

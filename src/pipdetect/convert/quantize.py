@@ -57,6 +57,7 @@ import numpy as np
 from ..errors import NoFaceError
 from ..image import ImageInput, load_image
 from ..model import INPUT_NAME, OUTPUT_NAMES, ModelSpec, load_model
+from ..results import replacing
 
 __all__ = ["IMAGE_SUFFIXES", "calibration_batch", "quantize_model", "reference_preprocess"]
 
@@ -167,7 +168,9 @@ def quantize_model(
     convolutions in float; ``reduce_range`` (default) quantises weights to 7 bits,
     [-64, 64], which makes the model exact on x86 CPUs without VNNI too (see the
     module's docstring); ``False`` uses the full 8 bits, accurate only on CPUs with
-    VNNI, AMX or on Arm. Returns the spec stored in the new file.
+    VNNI, AMX or on Arm. Returns the spec stored in the new file. ``output`` (in an
+    existing folder, not ``model`` itself) is replaced only by a whole file that
+    loads (:func:`pipdetect.results.replacing`); on any failure it is left as it was.
 
     Raises :class:`~pipdetect.errors.ModelFormatError` if ``model`` is not a
     pipdetect model, :class:`ValueError` if it is already quantised or stores
@@ -187,7 +190,7 @@ def quantize_model(
 
     onnx = require_onnx()
     src, out = Path(model), Path(output)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
+    if out.exists() and src.exists() and os.path.samefile(out, src):  # links too
         raise ValueError(f"output {out} is the input model itself; choose another file name")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {out.parent}")
@@ -231,14 +234,9 @@ def quantize_model(
     del result.metadata_props[:]
     for key, value in new_spec.to_metadata().items():
         result.metadata_props.add(key=key, value=value)
-    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(out) as tmp_out:  # out is the old file or the whole new one, never cut
         onnx.save_model(result, str(tmp_out))
         load_model(tmp_out)  # never leave behind a file pipdetect cannot load
-        os.replace(tmp_out, out)
-    finally:
-        if tmp_out.exists():
-            tmp_out.unlink()
     return new_spec
 
 
