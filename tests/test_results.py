@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_a_results_file_is_replaced_whole_or_not_at_all(tmp_path):
         ResultsFile(tmp_path / "x.npy", "npy", many=True)
 
 
-def test_npy_and_links_are_replaced_not_written_through(tmp_path):
+def test_npy_and_links_are_replaced_not_written_through(tmp_path, monkeypatch):
     original = tmp_path / "original.npy"
     original.write_bytes(b"precious")
     link = tmp_path / "link.npy"
@@ -131,9 +132,15 @@ def test_npy_and_links_are_replaced_not_written_through(tmp_path):
         tmp.write_bytes(b"half")
         raise OSError("disk full")
     assert list(target.parent.iterdir()) == []
+    order: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (order.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace",
+                        lambda a, b: (order.append("replace"), real_replace(a, b))[1])
     with replacing(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and list(target.parent.iterdir()) == [target]
+    assert order == ["fsync", "replace"], "the new file is on disk before it replaces the old"
 
 
 @pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null on this system")

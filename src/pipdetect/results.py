@@ -348,9 +348,9 @@ def save_npy(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path``, with the same extension, to write a file to.
 
-    When the ``with`` block ends normally the temporary file is renamed over ``path``
-    (``os.replace``: ``path`` is either the old file or the whole new one, and a
-    symbolic or hard link at ``path`` is replaced, never written through); when the
+    When the ``with`` block ends normally the temporary file is synced to disk and
+    renamed over ``path`` (``os.replace``: ``path`` is either the old file or the whole
+    new one, and a symbolic or hard link at ``path`` is replaced, never written through); when the
     block raises, the temporary file is removed. The folder is created if needed. A
     path that exists but is neither a file nor a folder (``/dev/null``, a pipe) is
     yielded itself, to be written directly: a device is never replaced.
@@ -363,6 +363,12 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
+        if tmp.exists():  # on disk before the rename: a power loss leaves old or new
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
