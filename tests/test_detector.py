@@ -484,6 +484,48 @@ def test_the_stages_by_hand_give_what_detect_gives(wflw_det, astronaut, wflw_mea
         np.testing.assert_array_equal(got.landmarks, ref.landmarks)
         assert (got.box, got.crop, got.score, got.scheme) == (ref.box, ref.crop, ref.score,
                                                               ref.scheme)
+    assert [f.confidence for f in faces] == det.confidence(result.scores).tolist()
+    known = det.build_faces(result, found.boxes, found.scores, crops, output,
+                            confidence=np.array([0.25, 0.5]))  # a caller that has them
+    assert [f.confidence for f in known] == [0.25, 0.5]
+
+
+@pytest.mark.parametrize("roll", [0.0, 25.0])
+def test_crops_from_landmarks_use_the_training_rule_and_ignore_unsure_points(roll):
+    """The default model was trained on the 68-point landmark box x 1.1: sure landmarks
+    give exactly that box, levelled by the eyes. Landmarks scored below SURE_SCORE, or
+    outside the image, are replaced by the mean face fitted to the others: where they lie
+    does not move the crop."""
+    from pipdetect.crop import crop_from_landmark_box
+    from pipdetect.detector import SURE_SCORE
+    from pipdetect.stages import CropLandmarks
+
+    det = LandmarkDetector()
+    a = np.radians(roll)
+    turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    pts = (np.asarray(det.spec.meanface) - 0.5) * 180 @ turn.T + [320, 240]
+    rng = np.random.default_rng(int(roll))
+    pts += rng.normal(0, 2, pts.shape)  # not exactly the mean face
+    sure = np.full(68, 0.9)
+    size = (480, 640)
+
+    def crop(points, scores):
+        return det.crops_from_landmarks(CropLandmarks(points[None], scores[None]), size)[0]
+
+    box = crop(pts, sure)
+    np.testing.assert_array_equal(box, crop_from_landmark_box(pts[None], 1.1)[0])
+    assert abs(box[4] - roll) < 5
+    unsure = sure.copy()
+    unsure[:8] = SURE_SCORE / 2  # half of the jaw line
+    moved = pts.copy()
+    moved[:8] += rng.normal(0, 40, (8, 2))
+    refit = crop(pts, unsure)
+    np.testing.assert_array_equal(crop(moved, unsure), refit)
+    assert not np.array_equal(crop(moved, sure), refit)
+    np.testing.assert_allclose(refit[:4], box[:4], atol=6)  # the mean face's jaw is near
+    outside = pts.copy()
+    outside[:8, 0] = -50.0 - np.arange(8)  # off the picture's left edge: unsure as well
+    np.testing.assert_array_equal(crop(outside, sure), refit)
 
 
 def test_given_faces_and_empty_stages(det, astronaut):

@@ -282,6 +282,35 @@ def test_tracker_frame_by_frame_equals_the_generator(dots_det, base):
     assert tracker.update(frames[0]).detected
 
 
+@pytest.mark.parametrize("smoothing", [True, False])
+def test_a_followed_frame_does_each_step_once(dots_det, base, monkeypatch, smoothing):
+    """One face followed into the next frame: one network pass, no face detector, one next
+    crop, one Face, and the face's confidence computed once (plus the lost-check over all
+    tracks), then reused as its tracking score and its Face.confidence."""
+    frames = [render(base, *p)[0] for p in smooth_path(3)]
+    tracker = Tracker(dots_det, redetect_interval=0, smoothing=smoothing)
+    tracker.update(frames[0])
+    calls: dict[str, int] = {}
+    for name in ("run_network", "find_faces", "locate", "confidence", "crops_from_landmarks",
+                 "build_faces"):
+        original = getattr(dots_det, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(dots_det, name, counted)
+    faces = tracker.update(frames[1])
+    assert not faces.detected and len(faces) == 1
+    assert calls == {"run_network": 1, "confidence": 2, "crops_from_landmarks": 1,
+                     "build_faces": 1}
+    monkeypatch.undo()
+    (face,) = faces
+    (raw,) = dots_det.run_network([(frames[1], np.asarray([face.crop]))])
+    want = float(dots_det.confidence(raw.scores)[0])
+    assert face.confidence == want and face.score == want
+
+
 def test_timestamps_drive_the_smoothing(dots_det, base):
     frame_a, _ = render(base, 1.0, 60, 40)
     frame_b, truth_b = render(base, 1.0, 64, 40)

@@ -535,18 +535,20 @@ class LandmarkDetector:
             sure = (sc >= SURE_SCORE) & inside
             if sure.sum() < max(3, len(sc) // 4):
                 sure[:] = True
+            if self._enlarge is not None and len(pts) == 68 and sure.all():
+                out[i] = crop_from_landmark_box(pts[None], self._enlarge)[0]
+                continue  # (the usual case: the mean-face fit below is not needed)
             angle = (landmark_roll(pts[None], *self._eyes) if self._eyes is not None
                      else np.zeros(1))
             mf = self._meanface[sure]
             fit = crop_from_points(pts[sure][None], angle,
                                    lambda q, mf=mf: crop_from_landmarks(q, mf))
-            if self._enlarge is None:
+            if self._enlarge is None or len(pts) != 68:
                 out[i] = fit[0]
                 continue
-            if not sure.all():  # unsure points: the mean face's, placed by the fit
-                pts = np.where(sure[:, None], pts, crops_to_image(self._meanface[None], fit)[0])
-            out[i] = crop_from_landmark_box(pts[None], self._enlarge)[0] if len(pts) == 68 \
-                else fit[0]
+            # unsure points: the mean face's, placed by the fit
+            pts = np.where(sure[:, None], pts, crops_to_image(self._meanface[None], fit)[0])
+            out[i] = crop_from_landmark_box(pts[None], self._enlarge)[0]
         return out
 
     def locate(
@@ -735,17 +737,22 @@ class LandmarkDetector:
         crops: np.ndarray,
         output: OutputScheme,
         track_ids: Sequence[int] | None = None,
+        *,
+        confidence: np.ndarray | None = None,
     ) -> list[Face]:
         """Stage 4: :class:`Face` objects for n faces in ``output``'s scheme.
 
         ``landmarks``: points (n, L, 2) image pixels and scores (n, L), as
         :meth:`run_network` returns them (a tracker passes smoothed points);
         ``boxes`` (n, 4), ``box_scores`` (n,) and ``crops`` (n, 4) as in
-        :class:`Face`; ``track_ids`` (n,) or ``None``. Arrays become read-only float32.
+        :class:`Face`; ``track_ids`` (n,) or ``None``; ``confidence`` (n,): the faces'
+        :meth:`confidence`, when the caller has it already (default: computed here).
+        Arrays become read-only float32.
         """
         pixels, lm_scores = landmarks
         subset = output.indices
-        confidence = self.confidence(lm_scores) if len(crops) else np.zeros(0)
+        if confidence is None:
+            confidence = self.confidence(lm_scores) if len(crops) else np.zeros(0)
         crops = as_crops(crops) if len(crops) else np.zeros((0, 5))
         faces = []
         for i in range(len(crops)):

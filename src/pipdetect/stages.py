@@ -306,7 +306,10 @@ class Stages(Protocol):
         crops: np.ndarray,
         output: OutputScheme,
         track_ids: Sequence[int] | None = None,
+        *,
+        confidence: np.ndarray | None = None,
     ) -> list[Face]:
         """:class:`Face` objects (read-only float32 arrays) for n faces, in ``output``'s
         scheme: ``landmarks`` from :meth:`run_network` (or smoothed points of the same
-        shape), ``boxes`` (n, 4), ``box_scores`` (n,), ``crops`` (n, 4)."""
+        shape), ``boxes`` (n, 4), ``box_scores`` (n,), ``crops`` (n, 4); ``confidence``
+        (n,): the faces' :meth:`confidence` if already known (default: computed)."""

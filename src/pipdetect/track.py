@@ -42,7 +42,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -294,6 +294,24 @@ class _Track:
     """Frames since this face's crop was last cut by the picture's border."""
 
 
+class _Found(NamedTuple):
+    """One track's face in this frame, followed or (re-)found by the face detector."""
+
+    points: np.ndarray
+    """(L, 2) landmarks, image pixels, unsmoothed."""
+    scores: np.ndarray
+    """(L,) per-landmark scores."""
+    box: np.ndarray | None
+    """The face detector's box, ``None`` for a followed face."""
+    box_score: float | None
+    """The face detector's score, ``None`` for a followed face."""
+    crop: np.ndarray
+    """(5,) the oriented crop the landmarks were read in."""
+    confidence: float
+    """The face's confidence: ``Stages.confidence`` of its scores, computed once per frame
+    and used for ranking duplicates, the next crop, a followed face's score and its Face."""
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of boxes a (N, 4) and b (M, 4): (N, M)."""
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -510,14 +528,12 @@ class Tracker:
         crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 5))
         pixels, scores = det.run_network([(img, crops)])[0]
         self.network_runs += len(tracks)
-        conf = det.confidence(scores)
-        alive = conf >= self._min_confidence
-        # per track: (pixels, scores, box or None, detector score or None, crop)
-        result: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None,
-                                np.ndarray]] = {}
+        alive = det.confidence(scores) >= self._min_confidence
+        result: dict[int, _Found] = {}
         for i, t in enumerate(tracks):
             if alive[i]:
-                result[t.id] = (pixels[i], scores[i], None, None, crops[i])
+                result[t.id] = _Found(pixels[i], scores[i], None, None, crops[i],
+                                      self._confidence(scores[i]))
 
         # 2. detect when there is no face, one was lost, it is time, boxes were given, or
         # a followed face is cut by the border (or was, less than AFTER_CUT_FRAMES ago):
@@ -576,16 +592,16 @@ class Tracker:
                     [(img, FaceBoxes(dboxes[idx], dscores[idx], kps))])[0]
                 self.network_runs += len(rerun)
                 for k, (d, tid) in enumerate(rerun):
-                    result[tid] = (lp[k], ls[k], dboxes[d], float(dscores[d]), lcrops[k])
+                    result[tid] = _Found(lp[k], ls[k], dboxes[d], float(dscores[d]), lcrops[k],
+                                         self._confidence(ls[k]))
 
         # 3. keep tracks that have a result this frame; drop duplicates of one face
         by_id = {t.id: t for t in tracks + new_tracks}
-        ids = sorted(result, key=lambda tid: (-float(det.confidence(result[tid][1][None])[0]),
-                                              tid))
+        ids = sorted(result, key=lambda tid: (-result[tid].confidence, tid))
         kept: list[int] = []
         for tid in ids:
-            crop = result[tid][4][None]
-            if kept and _iou(crop, np.stack([result[k][4] for k in kept])).max() > 0.6:
+            crop = result[tid].crop[None]
+            if kept and _iou(crop, np.stack([result[k].crop for k in kept])).max() > 0.6:
                 continue
             kept.append(tid)
         kept.sort()
@@ -593,8 +609,8 @@ class Tracker:
         # 4. next crops, smoothing, faces
         self._tracks = [by_id[tid] for tid in kept]
         for tid in kept:
-            pts, sc, crop = result[tid][0], result[tid][1], result[tid][4]
-            if float(det.confidence(sc[None])[0]) >= self._min_confidence:
+            pts, sc, crop = result[tid].points, result[tid].scores, result[tid].crop
+            if result[tid].confidence >= self._min_confidence:
                 by_id[tid].next_crop = det.crops_from_landmarks(
                     CropLandmarks(pts[None], sc[None]), img.shape[:2])[0]
             else:
@@ -602,10 +618,10 @@ class Tracker:
         out: list[Face] = []
         for tid in kept:
             track = by_id[tid]
-            pts, sc, box, dscore, crop = result[tid]
+            pts, sc, box, dscore, crop, conf = result[tid]
             if box is None:
                 box = np.concatenate([pts.min(axis=0), pts.max(axis=0)])
-                dscore = float(det.confidence(sc[None])[0])
+                dscore = conf
             shown = pts
             if isinstance(track.smoother, FaceSmoother):
                 shown = track.smoother(pts, time, scores=sc)
@@ -614,10 +630,15 @@ class Tracker:
                 shown = track.smoother(pts, time, scale=size)
             out.extend(
                 det.build_faces(CropLandmarks(shown[None], sc[None]), box[None],
-                                np.array([dscore]), crop[None], self._output, [tid])
+                                np.array([dscore]), crop[None], self._output, [tid],
+                                confidence=np.array([conf]))
             )
         self._frame += 1
         return FrameFaces(out, img, index, time, detected)
+
+    def _confidence(self, scores: np.ndarray) -> float:
+        """Confidence of one face's scores (L,), as ``build_faces`` reports it."""
+        return float(self._det.confidence(scores[None])[0])
 
     def _new_filter(self) -> OneEuroFilter | FaceSmoother | None:
         if self._smoothing is None:
