@@ -4,6 +4,7 @@
     python benchmarks/video_bench.py --model m.onnx --photos 2 --frames 24     # quicker
     python benchmarks/video_bench.py --compare-crops   # + tracking with the mean-face crop
     python benchmarks/video_bench.py --json out.json   # results (default video_results.json)
+    python benchmarks/video_bench.py --speed --update-docs   # speed only, ~1 min; docs table
 
 Clips are synthesised from the annotated LFPW test photos (``../shared/data/lfpw_test``,
 68 points, read in place, never copied): every frame is the photo under a known
@@ -42,16 +43,31 @@ and ``smoothed`` (``det.track(frames)``, the defaults). Prints a Markdown table 
 the CPU; ``--json`` writes everything (default ``benchmarks/video_results.json``).
 The core (``make_clip``, ``run_method``, ``score_clip``, ``summarise``) is also used
 by ``tests/test_video_accuracy.py``.
+
+**Speed** (``measure_speed``, part of the default run; ``--speed`` measures only it
+and replaces only the ``"speed"`` section of the JSON): frames per second of the
+three methods on one whole clip, a slow pan of one face in 640x480 frames
+(``SPEED_*``), so the frames on which tracking re-runs the face detector
+(``redetect_interval`` 10) count as they come. The methods take turns in a fresh
+random order every round (``bench.Timer``); figures are medians over ``--rounds``,
+speed-ups medians of the per-round ratios. The section names the CPU and counts
+the face-detector runs and network passes of each method on the clip.
+``--update-docs`` rewrites the table in docs/video.md from the JSON
+(``speed_markdown``; ``tests/test_readme.py`` checks the page against the JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import inspect
 import json
 import math
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +78,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LFPW = ROOT.parent / "shared" / "data" / "lfpw_test"
 DEFAULT_JSON = HERE / "video_results.json"
+DOCS_PAGE = ROOT / "docs" / "video.md"
 KINDS = ("still", "slow-pan", "fast-pan", "zoom", "roll", "leave", "cross")
 METHODS = ("per-frame", "tracked", "smoothed")
 CANVAS = (480, 360)
@@ -71,6 +88,12 @@ FACE_WIDTH = 140.0
 NOISE_SIGMA = 3.0
 FPS = 30.0
 INTEROCULAR = (36, 45)
+SPEED_CANVAS = (640, 480)
+"""(width, height) of the frames the speed is measured on."""
+SPEED_KIND = "slow-pan"
+SPEED_FRAMES = 60
+"""Frames of the speed clip: 6 face-detector runs at the default redetect_interval 10."""
+SPEED_ROUNDS = 9
 MATCH_NME = 0.5
 LAG_STEPS = np.arange(-2.0, 4.0001, 0.25)
 
@@ -140,9 +163,17 @@ def _placement(points: np.ndarray, width: float, centre: Sequence[float]) -> Any
     return np.array([[k, 0, centre[0] - k * mid[0]], [0, k, centre[1] - k * mid[1]], [0, 0, 1.0]])
 
 
-def motion(kind: str, t: int, frames: int, face: int = 0) -> tuple[float, float, float, float]:
-    """(dx, dy, scale, roll in degrees) of face ``face`` at frame ``t``; dx, dy in pixels."""
-    w, _ = CANVAS
+def face_width(canvas: tuple[int, int] = CANVAS) -> float:
+    """Width of a face's landmark box in frames of ``canvas`` (width, height): FACE_WIDTH
+    on the standard canvas, the same share of the frame's width on others."""
+    return FACE_WIDTH * canvas[0] / CANVAS[0]
+
+
+def motion(kind: str, t: int, frames: int, face: int = 0,
+           canvas: tuple[int, int] = CANVAS) -> tuple[float, float, float, float]:
+    """(dx, dy, scale, roll in degrees) of face ``face`` at frame ``t`` in frames of
+    ``canvas`` (width, height); dx, dy in pixels."""
+    w = canvas[0]
     phase = 2 * math.pi * t / frames
     if kind == "still":
         return 0.0, 0.0, 1.0, 0.0
@@ -157,8 +188,8 @@ def motion(kind: str, t: int, frames: int, face: int = 0) -> tuple[float, float,
     if kind == "roll":
         return 0.0, 0.0, 1.0, 15.0 * math.sin(phase)
     if kind == "leave":  # from near the right edge out of the picture, 6 frames away, back
-        near = 0.5 * w - 0.5 * FACE_WIDTH - 20
-        away = 0.5 * w + 0.6 * FACE_WIDTH
+        near = 0.5 * w - 0.5 * face_width(canvas) - 20
+        away = 0.5 * w + 0.6 * face_width(canvas)
         hold = max(1, frames // 8)
         ramp = max(1, (frames - 6 - 2 * hold) // 2)  # ~20 px per frame at 32 frames
         k = t - hold
@@ -192,27 +223,28 @@ def _face_mask(photo: Photo, shape: tuple[int, int]) -> np.ndarray:
 
 
 def make_clip(kind: str, photos: Sequence[Photo], frames: int = 32, seed: int = 0,
-              noise: float = NOISE_SIGMA) -> Clip:
-    """Clip ``kind`` of ``photos[0]`` (and ``photos[1]`` for ``cross``) with its truth."""
+              noise: float = NOISE_SIGMA, canvas: tuple[int, int] = CANVAS) -> Clip:
+    """Clip ``kind`` of ``photos[0]`` (and ``photos[1]`` for ``cross``) with its truth,
+    frames of ``canvas`` (width, height) pixels (faces and motions scale with its width)."""
     import cv2
 
-    w, h = CANVAS
+    w, h = canvas
     rng = np.random.default_rng(seed)
     faces = list(photos[:2]) if kind == "cross" else [photos[0]]
     if kind == "cross" and len(faces) < 2:
         raise ValueError("a cross clip needs two photos")
     if kind == "cross":
-        width = 100.0
+        width = 100.0 * w / CANVAS[0]
         centres = [(w / 2, h / 2 - 0.55 * width), (w / 2, h / 2 + 0.55 * width)]
     else:
-        width = FACE_WIDTH
+        width = face_width(canvas)
         centres = [(w / 2, h / 2)]
     masks = [None] + [_face_mask(p, p.image.shape[:2]) for p in faces[1:]]
     out, truth = [], np.zeros((frames, len(faces), len(faces[0].points), 2))
     for t in range(frames):
         canvas = None
         for f, (photo, centre, mask) in enumerate(zip(faces, centres, masks, strict=True)):
-            dx, dy, s, roll = motion(kind, t, frames, f)
+            dx, dy, s, roll = motion(kind, t, frames, f, (w, h))
             m = (_sim(s, roll, centre, (dx, dy)) @ _placement(photo.points, width, centre))[:2]
             pts = photo.points @ m[:, :2].T + m[:, 2]
             truth[t, f] = pts
@@ -406,6 +438,119 @@ def evaluate(det: Any, photos: Sequence[Photo], *, kinds: Sequence[str] = KINDS,
     return out
 
 
+# ----------------------------------------------------------------------------- speed
+
+
+@contextlib.contextmanager
+def _counting(det: Any, name: str, items: Callable[..., int] | None = None) -> Iterator[list[int]]:
+    """Count calls of ``det.<name>`` (or what ``items(*args)`` says each call is worth)."""
+    calls = [0]
+    original = getattr(det, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1 if items is None else items(*args)
+        return original(*args, **kwargs)
+
+    setattr(det, name, counted)  # an instance attribute: shadows the method
+    try:
+        yield calls
+    finally:
+        delattr(det, name)
+
+
+def measure_speed(det: Any, photo: Photo, *, frames: int = SPEED_FRAMES,
+                  rounds: int = SPEED_ROUNDS, kind: str = SPEED_KIND,
+                  canvas: tuple[int, int] = SPEED_CANVAS) -> dict[str, Any]:
+    """Frames per second of the METHODS on one whole clip of ``photo``'s face (see the
+    module documentation): the ``"speed"`` section of the results JSON."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import bench
+
+    from pipdetect import Tracker
+    from pipdetect._cpu import cpu_info, cpu_summary
+
+    clip = make_clip(kind, [photo], frames, seed=0, canvas=canvas)
+    runs: dict[str, Callable[[], list[Any]]] = {
+        "per-frame": lambda: [det.detect(frame) for frame in clip.frames],
+        "tracked": lambda: list(det.track(iter(clip.frames), fps=FPS, smoothing=False)),
+        "smoothed": lambda: list(det.track(iter(clip.frames), fps=FPS)),
+    }
+    methods: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():  # once untimed: what each method does on the clip
+        with _counting(det, "find_faces") as finder, _counting(
+                det, "run_network", lambda items: sum(len(c) for _, c in items)) as network:
+            result = run()
+        methods[name] = {"detector_runs": finder[0], "network_passes": network[0],
+                         "frames_with_one_face": sum(len(faces) == 1 for faces in result)}
+    load_before = os.getloadavg()[0]
+    samples = bench.Timer(rounds, block=0.0).run(runs)
+    load_after = os.getloadavg()[0]
+    for name, times in samples.items():
+        methods[name].update({
+            "fps": round(frames / bench.med(times), 1),
+            "ms_per_frame": round(1000 * bench.med(times) / frames, 2),
+            "times_faster_than_per_frame": round(bench.ratio(samples["per-frame"], times), 2),
+            "seconds_per_clip": [round(t, 5) for t in times],
+        })
+    info = cpu_info()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "model": det.spec.name, "cpu_summary": cpu_summary(info), "cpu_info": info,
+        "photo": photo.name, "kind": kind, "canvas": list(canvas), "frames": frames,
+        "face_width": face_width(canvas), "fps_of_clip": FPS, "noise_sigma": NOISE_SIGMA,
+        "redetect_interval": inspect.signature(Tracker).parameters["redetect_interval"].default,
+        "rounds": rounds,
+        "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
+        "methods": methods,
+    }
+
+
+SPEED_LABELS = {
+    "smoothed": "`det.track(frames)` (smoothing on, the default)",
+    "tracked": "`det.track(frames, smoothing=False)`",
+    "per-frame": "`det.detect(frame)` on every frame",
+}
+SPEED_BEGIN = "<!-- speed table: python benchmarks/video_bench.py --speed --update-docs -->"
+SPEED_END = "<!-- end of speed table -->"
+
+
+def speed_markdown(results: dict[str, Any]) -> str:
+    """The speed table of docs/video.md, made from the results JSON (with its markers)."""
+    speed = results.get("speed")
+    if not speed:
+        body = ("Not measured yet: `python benchmarks/video_bench.py --speed --update-docs` "
+                "measures it and writes the table here.")
+        return f"{SPEED_BEGIN}\n{body}\n{SPEED_END}"
+    w, h = speed["canvas"]
+    n = speed["frames"]
+    lines = [f"| {w}×{h}, one face, {n} frames | frames per second | ms per frame "
+             "| × detect every frame | face detector runs | network passes |",
+             "|---|---|---|---|---|---|"]
+    for key, label in SPEED_LABELS.items():
+        m = speed["methods"][key]
+        lines.append(f"| {label} | {m['fps']:.1f} | {m['ms_per_frame']:.2f} "
+                     f"| {m['times_faster_than_per_frame']:.2f} | {m['detector_runs']} "
+                     f"| {m['network_passes']} |")
+    before, after = speed["load_average_before_after"]
+    motion_name = speed["kind"].replace("-", " ")
+    lines += ["", f"Measured {speed['date']} on {speed['cpu_summary']}: the model "
+              f"`{speed['model']}`, a {motion_name} of the face of `{speed['photo']}` "
+              f"(landmark box {speed['face_width']:.0f} px wide, σ = {speed['noise_sigma']:g} "
+              "noise), "
+              f"`redetect_interval={speed['redetect_interval']}`; medians of "
+              f"{speed['rounds']} rounds in which the three took turns in random order; "
+              f"load average {before:.2f} before, {after:.2f} after."]
+    return "\n".join([SPEED_BEGIN, *lines, SPEED_END])
+
+
+def update_docs(results: dict[str, Any], page: Path = DOCS_PAGE) -> None:
+    """Replace the speed table of ``page`` (between its markers) by :func:`speed_markdown`."""
+    text = page.read_text()
+    start, end = text.index(SPEED_BEGIN), text.index(SPEED_END) + len(SPEED_END)
+    page.write_text(text[:start] + speed_markdown(results) + text[end:])
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -448,10 +593,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also track with the mean-face-fit crop (the rule before issue 15)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help=f"write results here (default {DEFAULT_JSON.relative_to(ROOT)})")
+    parser.add_argument("--speed", action="store_true",
+                        help="measure only the speed; replace only the JSON's speed section")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="measure only the accuracy (the JSON's speed section is kept)")
+    parser.add_argument("--rounds", type=int, default=SPEED_ROUNDS, help="speed rounds")
+    parser.add_argument("--speed-frames", type=int, default=SPEED_FRAMES,
+                        help="frames of the speed clip")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="rewrite docs/video.md's speed table from the JSON afterwards")
     args = parser.parse_args(argv)
+    if args.speed and args.no_speed:
+        parser.error("--speed and --no-speed exclude each other")
 
     from pipdetect import LandmarkDetector
-    from pipdetect._cpu import cpu_info
 
     if not args.data.is_dir():
         print(f"no LFPW test photos at {args.data} (research data, developers' machines only)",
@@ -459,6 +614,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     det = LandmarkDetector(args.model, threads=args.threads) if args.model else \
         LandmarkDetector(threads=args.threads)
+    old = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    if args.speed:
+        report = {**old, "speed": _speed(det, args)}
+    else:
+        report = _accuracy(det, args)
+        speed = old.get("speed") if args.no_speed else _speed(det, args)
+        if speed:
+            report["speed"] = speed
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {args.json}")
+    if args.update_docs:
+        update_docs(report)
+        print(f"wrote the speed table of {DOCS_PAGE.relative_to(ROOT)}")
+    return 0
+
+
+def _speed(det: Any, args: argparse.Namespace) -> dict[str, Any]:
+    photo = load_photos(args.data, 1)[0]
+    start = time.perf_counter()
+    speed = measure_speed(det, photo, frames=args.speed_frames, rounds=args.rounds)
+    speed["threads"] = args.threads
+    print(f"speed, {time.perf_counter() - start:.0f} s:\n")
+    print(speed_markdown({"speed": speed}).split("\n", 1)[1].rsplit("\n", 1)[0])
+    lost = {k: m["frames_with_one_face"] for k, m in speed["methods"].items()
+            if m["frames_with_one_face"] != speed["frames"]}
+    if lost:
+        print(f"WARNING: frames with exactly one face, by method: {lost} of {speed['frames']}",
+              file=sys.stderr)
+    return speed
+
+
+def _accuracy(det: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from pipdetect._cpu import cpu_info
+
     photos = load_photos(args.data, args.photos + 1)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     start = time.perf_counter()
@@ -475,15 +665,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.perf_counter() - start:.0f} s")
     print()
     print(markdown(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    print()
+    return {
         "model": det.spec.name, "model_file": args.model, "accuracy": det.spec.accuracy,
         "cpu": cpu.get("model"), "cores": cpu.get("cores"), "photos": args.photos,
         "frames": args.frames, "fps": FPS, "canvas": list(CANVAS), "noise_sigma": NOISE_SIGMA,
         "results": results,
-    }, indent=1))
-    print(f"\nwrote {args.json}")
-    return 0
+    }
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 * every relative link and #anchor in the README and in docs/ resolves;
 * the README's accuracy and speed tables are the docs' tables, row for row;
 * the speed table of docs/accuracy-and-speed.md is what benchmarks/results.json (the last
-  full bench.py run) says;
+  full bench.py run) says, and docs/video.md's speed table what video_results.json says;
 * nobody is told to ``pip install "pipdetect[...]"``: pipdetect is not on a package index.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -100,6 +100,19 @@ def test_default_model_speed_table_matches_results_json() -> None:
         found = re.findall(r"\(estimated|estimated,? not re-measured|estimated\)|"
                            r"\bestimated from th(?:e|at) (?:run|tuning)", page.read_text())
         assert not found, f"{page.name}: every figure is measured, found {found}"
+
+
+def test_video_speed_table_matches_video_results_json() -> None:
+    """docs/video.md's tracking speed table is benchmarks/video_bench.py's rendering of the
+    "speed" section of benchmarks/video_results.json, which names the CPU."""
+    bench = load_script(ROOT / "benchmarks" / "video_bench.py")
+    results = json.loads((ROOT / "benchmarks" / "video_results.json").read_text())
+    table = bench.speed_markdown(results)
+    assert table in (DOCS / "video.md").read_text(), (
+        "docs/video.md's speed table differs from benchmarks/video_results.json: "
+        "python benchmarks/video_bench.py --speed --update-docs")
+    if "speed" in results:
+        assert results["speed"]["cpu_summary"] in table
 
 
 def test_readme_is_a_front_page() -> None:

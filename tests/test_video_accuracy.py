@@ -149,3 +149,36 @@ def test_a_face_cut_by_the_border_is_detected_while_cut_and_a_few_frames_after(d
     assert not any(detected[-3:])  # inside for a while: followed without it
     last = max(i for i, d in enumerate(detected) if d)
     assert last <= 8 + AFTER_CUT_FRAMES + 1
+
+
+def test_the_speed_section_counts_what_each_method_runs(det, astronaut_photo, tmp_path):
+    """measure_speed on a short 640x480 clip: every method times the whole clip, the
+    tracker runs the face detector every redetect_interval frames, and the section names
+    the CPU; speed_markdown renders it and update_docs writes it between the markers.
+    (Counts and structure only: no timing is asserted.)"""
+    from pipdetect._cpu import cpu_summary
+
+    speed = vb.measure_speed(det, astronaut_photo, frames=12, rounds=1)
+    assert speed["canvas"] == [640, 480] and speed["frames"] == 12
+    assert speed["cpu_summary"] == cpu_summary(speed["cpu_info"])
+    methods = speed["methods"]
+    assert set(methods) == set(vb.METHODS)
+    for name in ("tracked", "smoothed"):
+        assert methods[name]["detector_runs"] == 2  # frames 0 and 10
+        assert methods[name]["network_passes"] == 12
+    assert methods["per-frame"]["detector_runs"] >= 12
+    assert methods["per-frame"]["network_passes"] >= 12
+    for m in methods.values():
+        assert m["frames_with_one_face"] == 12
+        assert len(m["seconds_per_clip"]) == 1 and m["fps"] > 0
+        assert m["ms_per_frame"] == pytest.approx(1000 / m["fps"], rel=0.01)
+    assert methods["per-frame"]["times_faster_than_per_frame"] == 1.0
+    table = vb.speed_markdown({"speed": speed})
+    assert speed["cpu_summary"] in table
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3 and all(f"| {methods[k]['fps']:.1f} |" in row
+                                  for k, row in zip(vb.SPEED_LABELS, rows, strict=True))
+    page = tmp_path / "video.md"
+    page.write_text(f"# Video\n\n{vb.speed_markdown({})}\n\nafter\n")
+    vb.update_docs({"speed": speed}, page)
+    assert page.read_text() == f"# Video\n\n{table}\n\nafter\n"
