@@ -299,3 +299,27 @@ def test_info_is_checked(tmp_path: Path) -> None:
         convert_checkpoint(tmp_path / "x.pth", tmp_path / "x.onnx", backbone="lite0",
                            meanface="300W", scheme="nope")
 
+
+
+def test_release_records_the_model_a_run_continued_from(tmp_path: Path) -> None:
+    """release.py's info for a run started with --init: the parent's SHA-256 and its own
+    training record, and the epochs of both in total_epochs (the bundled model as parent)."""
+    release = load_script(ROOT / "training" / "release.py", "release")
+    from pipdetect.zoo import file_sha256
+
+    run = tmp_path / "run"
+    run.mkdir()
+    parent_file = ASSETS / "pipnet-lite0-300w.onnx"
+    (run / "run.json").write_text(json.dumps({
+        "command": "train.py --init x.onnx", "commit": "abc", "torch": "2.13.0",
+        "args": {"init": str(parent_file)}, "training_faces": 12}))
+    (run / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "train_seconds": 10.0}) + "\n"
+                                           for e in (1, 2, 3)))
+    parent = release.parent_of(parent_file)
+    info = release.info_for(run, None, parent)["training"]
+    assert info["continued_from"]["sha256"] == file_sha256(parent_file)
+    own = parent["training"]
+    assert own is not None and info["continued_from"]["training"] == own
+    assert info["epochs"] == 3
+    assert info["total_epochs"] == 3 + int(own.get("total_epochs", own["epochs"]))
+    assert "continued_from" not in release.info_for(run, None)["training"]
