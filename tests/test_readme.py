@@ -115,6 +115,16 @@ def test_video_speed_table_matches_video_results_json() -> None:
         assert results["speed"]["cpu_summary"] in table
 
 
+def test_whole_photo_table_matches_photo_results_json() -> None:
+    """docs/accuracy-and-speed.md's whole-photo tables (pipdetect against dlib, int8) are
+    what benchmarks/photo_bench.py printed into benchmarks/photo_results.json, CPU named."""
+    results = json.loads((ROOT / "benchmarks" / "photo_results.json").read_text())
+    assert results["cpu"] in results["markdown"]
+    assert results["markdown"] in ACCURACY_AND_SPEED.read_text(), (
+        "docs/accuracy-and-speed.md's whole-photo table differs from "
+        "benchmarks/photo_results.json: paste the markdown of the last photo_bench.py run")
+
+
 def test_readme_is_a_front_page() -> None:
     text = README.read_text()
     assert len(text.splitlines()) <= 300
