@@ -40,6 +40,19 @@ def test_higher_scores_never_lower_the_confidence(scores, bump):
     assert 0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 and b >= a - 1e-12
 
 
+@settings(max_examples=40, deadline=None)
+@given(batch=st.lists(st.lists(st.floats(-2, 3, allow_nan=False), min_size=68, max_size=68),
+                      min_size=1, max_size=40))
+def test_a_face_confidence_does_not_depend_on_the_batch(batch):
+    """Scored with any other faces, a face gets the very same confidence (the tracker and
+    detect score once and reuse the values)."""
+    c = Calibration.from_dict(CALIBRATED)
+    sc = np.array(batch)
+    together = c(sc)
+    alone = np.array([c(sc[i : i + 1])[0] for i in range(len(sc))])
+    assert np.array_equal(together, alone)
+
+
 @pytest.mark.parametrize("broken", [
     [], {"type": "isotonic"}, {**CALIBRATED, "features": ["other"]},
     {**CALIBRATED, "coef": [1.0, 2.0]}, {**CALIBRATED, "coef": [1.0, float("nan"), 2.0]},

@@ -229,3 +229,24 @@ def test_keypoint_policy_turns_with_the_face():
     assert turned[4] == pytest.approx(base[4] + 90.0)
     c0, c1 = (base[:2] + base[2:4]) / 2 - centre, (turned[:2] + turned[2:4]) / 2 - centre
     np.testing.assert_allclose(c1, [-c0[1], c0[0]], atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50), st.floats(0, 40),
+                          st.floats(0, 40)), min_size=1, max_size=6))
+def test_box_iou_is_a_symmetric_overlap(rows):
+    """box_iou: symmetric, within [0, 1], 1 for a box of area with itself, 0 for boxes
+    without area; a crop's angle column is ignored."""
+    from pipdetect.crop import box_iou
+
+    b = np.array([[x, y, x + w, y + h] for x, y, w, h in rows])
+    iou = box_iou(b, b)
+    assert iou.shape == (len(b), len(b))
+    assert np.allclose(iou, iou.T) and np.all((iou >= 0) & (iou <= 1 + 1e-12))
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    assert np.allclose(np.diag(iou)[area > 0], 1.0)
+    assert np.all(iou[area == 0] == 0)
+    with_angle = np.concatenate([b, np.full((len(b), 1), 30.0)], axis=1)
+    assert np.array_equal(box_iou(with_angle, b), iou)
+    assert box_iou(np.array([[0.0, 0, 2, 2]]), np.array([[1.0, 0, 3, 2]]))[0, 0] == \
+        pytest.approx(1 / 3)

@@ -285,8 +285,9 @@ def test_tracker_frame_by_frame_equals_the_generator(dots_det, base):
 @pytest.mark.parametrize("smoothing", [True, False])
 def test_a_followed_frame_does_each_step_once(dots_det, base, monkeypatch, smoothing):
     """One face followed into the next frame: one network pass, no face detector, one next
-    crop, one Face, and the face's confidence computed once (plus the lost-check over all
-    tracks), then reused as its tracking score and its Face.confidence."""
+    crop, one Face, and the confidences computed once, for all followed tracks together
+    (a face's value does not depend on the batch), then reused as the lost-check, the
+    tracking score and Face.confidence."""
     frames = [render(base, *p)[0] for p in smooth_path(3)]
     tracker = Tracker(dots_det, redetect_interval=0, smoothing=smoothing)
     tracker.update(frames[0])
@@ -302,7 +303,7 @@ def test_a_followed_frame_does_each_step_once(dots_det, base, monkeypatch, smoot
         monkeypatch.setattr(dots_det, name, counted)
     faces = tracker.update(frames[1])
     assert not faces.detected and len(faces) == 1
-    assert calls == {"run_network": 1, "confidence": 2, "crops_from_landmarks": 1,
+    assert calls == {"run_network": 1, "confidence": 1, "crops_from_landmarks": 1,
                      "build_faces": 1}
     monkeypatch.undo()
     (face,) = faces

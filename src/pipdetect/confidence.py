@@ -104,7 +104,8 @@ class Calibration:
                 "threshold": self.threshold, "fitted_on": self.fitted_on}
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
-        """Confidence (n,) float64 in [0, 1] of faces with per-landmark scores (n, L)."""
+        """Confidence (n,) float64 in [0, 1] of faces with per-landmark scores (n, L); each
+        face's value does not depend on the others in the batch."""
         sc = np.asarray(scores, dtype=np.float64)
         if len(sc) == 0:
             return np.zeros(0)
@@ -112,7 +113,13 @@ class Calibration:
         if self.coef is None:
             mean = sc.mean(axis=1) if sc.shape[1] else np.zeros(len(sc))
             return np.asarray(np.clip(mean, 0.0, 1.0))
-        z = self.coef[0] + score_features(sc) @ np.asarray(self.coef[1:])
+        # term by term, not a matrix product (whose BLAS kernel may round differently
+        # for different batch sizes): a face's confidence is the same bit for bit
+        # whatever other faces are scored with it, so callers may score once and reuse
+        features = score_features(sc)
+        z = np.full(len(sc), self.coef[0])
+        for j, weight in enumerate(self.coef[1:]):
+            z = z + weight * features[:, j]
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0))))
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "CropPolicy",
     "as_boxes",
     "as_crops",
+    "box_iou",
     "crop_affine",
     "crop_corners",
     "crop_from_landmark_box",
@@ -381,6 +382,21 @@ def crop_from_points(points: np.ndarray, angle: np.ndarray, rule: Any) -> np.nda
     centre = mid + np.stack([c[:, 0] * m[:, 0] - s[:, 0] * m[:, 1],
                              s[:, 0] * m[:, 0] + c[:, 0] * m[:, 1]], axis=1)
     return np.concatenate([centre - half, centre + half, angle[:, None]], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union (N, M) of boxes ``a`` (N, 4+) and ``b`` (M, 4+), each row
+    ``(x1, y1, x2, y2, ...)`` in pixels (a crop's angle, if any, is ignored: the
+    axis-aligned rectangles are compared). Boxes without area have IoU 0."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.asarray(np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
 
 
 def crop_corners(crops: np.ndarray) -> np.ndarray:

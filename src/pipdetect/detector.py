@@ -27,6 +27,7 @@ from .crop import (
     CropPolicy,
     as_boxes,
     as_crops,
+    box_iou,
     crop_from_landmark_box,
     crop_from_landmarks,
     crop_from_points,
@@ -311,7 +312,8 @@ class LandmarkDetector:
             conf = self.confidence(lm.scores)
             keep = np.ones(len(crops), dtype=bool) if img_given else conf >= self._min_confidence
             faces = self.build_faces(CropLandmarks(lm.points[keep], lm.scores[keep]),
-                                     f.boxes[keep], f.scores[keep], crops[keep], output)
+                                     f.boxes[keep], f.scores[keep], crops[keep], output,
+                                     confidence=conf[keep])
             out.append((faces, [float(c) for c in conf[~keep]]))
         return out
 
@@ -889,18 +891,12 @@ def _concat_faces(parts: list[FaceBoxes]) -> FaceBoxes:
 def _distinct(points: np.ndarray, confidence: np.ndarray, overlap: float = 0.3) -> np.ndarray:
     """Indices of faces kept when faces whose landmark boxes overlap (IoU above
     ``overlap``) are the same face: the most confident of each group."""
-    lo, hi = points.min(axis=1), points.max(axis=1)
+    boxes = np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
+    iou = box_iou(boxes, boxes)
     kept: list[int] = []
     for i in np.argsort(-confidence, kind="stable"):
-        if kept:
-            k = np.asarray(kept)
-            iw = np.clip(np.minimum(hi[k, 0], hi[i, 0]) - np.maximum(lo[k, 0], lo[i, 0]), 0, None)
-            ih = np.clip(np.minimum(hi[k, 1], hi[i, 1]) - np.maximum(lo[k, 1], lo[i, 1]), 0, None)
-            inter = iw * ih
-            area = np.prod(hi - lo, axis=1)
-            if np.any(inter / (area[k] + area[i] - inter + 1e-9) > overlap):
-                continue
-        kept.append(int(i))
+        if not kept or not np.any(iou[kept, i] > overlap):
+            kept.append(int(i))
     return np.asarray(sorted(kept), dtype=np.intp)
 
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .crop import crop_corners
+from .crop import box_iou, crop_corners
 from .errors import ConcurrentUseError, InvalidArgumentError
 from .image import load_image
 from .stages import CropLandmarks, FaceBoxes
@@ -312,19 +312,6 @@ class _Found(NamedTuple):
     and used for ranking duplicates, the next crop, a followed face's score and its Face."""
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes a (N, 4) and b (M, 4): (N, M)."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (row, col) by decreasing IoU, each row and column used once, IoU >= threshold."""
     pairs: list[tuple[int, int]] = []
@@ -528,12 +515,13 @@ class Tracker:
         crops = np.stack([t.next_crop for t in tracks]) if tracks else np.zeros((0, 5))
         pixels, scores = det.run_network([(img, crops)])[0]
         self.network_runs += len(tracks)
-        alive = det.confidence(scores) >= self._min_confidence
+        followed = det.confidence(scores)  # a face's value is the same in any batch
+        alive = followed >= self._min_confidence
         result: dict[int, _Found] = {}
         for i, t in enumerate(tracks):
             if alive[i]:
                 result[t.id] = _Found(pixels[i], scores[i], None, None, crops[i],
-                                      self._confidence(scores[i]))
+                                      float(followed[i]))
 
         # 2. detect when there is no face, one was lost, it is time, boxes were given, or
         # a followed face is cut by the border (or was, less than AFTER_CUT_FRAMES ago):
@@ -568,7 +556,7 @@ class Tracker:
             dboxes, dscores = found.boxes, found.scores
             dcrops = det.make_crops(found)
             self._last_detection = index
-            pairs = _greedy_match(_iou(dcrops, crops), self._match_iou)
+            pairs = _greedy_match(box_iou(dcrops, crops), self._match_iou)
             matched_dets = {d for d, _ in pairs}
             rerun: list[tuple[int, int]] = []  # (detection, track id)
             for d, ti in pairs:
@@ -591,9 +579,10 @@ class Tracker:
                 lcrops, (lp, ls) = det.locate(
                     [(img, FaceBoxes(dboxes[idx], dscores[idx], kps))])[0]
                 self.network_runs += len(rerun)
+                lconf = det.confidence(ls)
                 for k, (d, tid) in enumerate(rerun):
                     result[tid] = _Found(lp[k], ls[k], dboxes[d], float(dscores[d]), lcrops[k],
-                                         self._confidence(ls[k]))
+                                         float(lconf[k]))
 
         # 3. keep tracks that have a result this frame; drop duplicates of one face
         by_id = {t.id: t for t in tracks + new_tracks}
@@ -601,7 +590,7 @@ class Tracker:
         kept: list[int] = []
         for tid in ids:
             crop = result[tid].crop[None]
-            if kept and _iou(crop, np.stack([result[k].crop for k in kept])).max() > 0.6:
+            if kept and box_iou(crop, np.stack([result[k].crop for k in kept])).max() > 0.6:
                 continue
             kept.append(tid)
         kept.sort()
@@ -635,10 +624,6 @@ class Tracker:
             )
         self._frame += 1
         return FrameFaces(out, img, index, time, detected)
-
-    def _confidence(self, scores: np.ndarray) -> float:
-        """Confidence of one face's scores (L,), as ``build_faces`` reports it."""
-        return float(self._det.confidence(scores[None])[0])
 
     def _new_filter(self) -> OneEuroFilter | FaceSmoother | None:
         if self._smoothing is None:
