@@ -600,18 +600,18 @@ class LandmarkDetector:
         pts, sc = self._run_flat(imgs, owner, flat)
         # A caller's box most often holds an upright face of another crop style: settle it
         # first, and try it turned only if the network is still unsure.
-        given = unsure_start.copy()
         flat, pts, sc = self._level(imgs, owner, flat, pts, sc, unsure_start)
         # Unsure detections in a picture with a confident face lying upright are small,
         # blurred or not faces, not turned ones: they get no more passes ("always" tries
         # them). Boxes passed are each tried on their own, whatever the others are.
-        sure = self.confidence(sc) >= self._search_below
+        conf = self.confidence(sc)
+        sure = conf >= self._search_below
         upright = np.zeros(len(imgs), dtype=bool)
         upright[owner[sure & (np.abs(wrap_degrees(flat[:, 4])) <= TURNED_PICTURE)]] = True
-        worth = sure | given | ~upright[owner] | (self._search == "always")
+        worth = sure | unsure_start | ~upright[owner] | (self._search == "always")
         turned = np.zeros(len(flat), dtype=bool)
         if self._search != "off" and len(flat):
-            flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc,
+            flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc, conf,
                                                       ~sure & worth)
         flat, pts, sc = self._level(imgs, owner, flat, pts, sc, turned, check_roll=worth)
         out = []
@@ -634,13 +634,13 @@ class LandmarkDetector:
 
     def _turn_unsure(
         self, imgs: list[np.ndarray], owner: np.ndarray, boxes: np.ndarray,
-        crops: np.ndarray, pts: np.ndarray, sc: np.ndarray, todo: np.ndarray
+        crops: np.ndarray, pts: np.ndarray, sc: np.ndarray, conf: np.ndarray,
+        todo: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Faces ``todo`` tried in their box's crop turned 90, 180 and 270 degrees (box-only
-        policy in that frame); the most confident of the four is kept. Also returns which
-        faces moved to a turned crop."""
+        policy in that frame); the most confident of the four is kept (``conf``: the
+        faces' confidence as they are). Also returns which faces moved to a turned crop."""
         moved_mask = np.zeros(len(crops), dtype=bool)
-        conf = self.confidence(sc)
         unsure = np.flatnonzero(todo)
         if not len(unsure):
             return crops, pts, sc, moved_mask
