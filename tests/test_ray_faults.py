@@ -114,7 +114,10 @@ def test_a_node_dies_and_no_image_is_lost_or_doubled(
         if killed_after is None and len(rows) >= 3:
             killed_after = len(rows)
             if sys.platform.startswith("linux"):  # the node dies with a model actor on it
-                assert ACTOR in _processes_of(worker)
+                # Ray titles an actor's process ray::Class when idle and
+                # ray::Class.method while it runs a task: either is the model actor
+                assert any(name == ACTOR or name.startswith(ACTOR + ".")
+                           for name in _processes_of(worker))
             cluster.remove_node(worker, allow_graceful=False)
             cluster.add_node(**NODE)
     assert killed_after is not None and killed_after < IMAGES  # the node died mid-job
