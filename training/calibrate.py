@@ -39,7 +39,6 @@ given file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -218,6 +217,7 @@ def write_metadata(path: Path, updates: dict[str, Any]) -> None:
     import onnx
 
     from pipdetect.model import METADATA_KEY, ModelSpec
+    from pipdetect.zoo import file_sha256
 
     model = onnx.load(str(path))
     for prop in model.metadata_props:
@@ -231,7 +231,7 @@ def write_metadata(path: Path, updates: dict[str, Any]) -> None:
     if facts.exists():
         info = json.loads(facts.read_text())
         info["size"] = path.stat().st_size
-        info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        info["sha256"] = file_sha256(path)
         facts.write_text(json.dumps(info, indent=1) + "\n")
 
 
