@@ -605,6 +605,130 @@ def test_turned_picture_is_searched_only_without_a_confident_upright_face(astron
     assert min(f.confidence for f in faces) >= det.min_confidence
 
 
+@pytest.fixture(scope="module")
+def default_det() -> LandmarkDetector:
+    return LandmarkDetector()
+
+
+@pytest.fixture(scope="module")
+def small_astronaut(astronaut) -> np.ndarray:
+    """The astronaut at 128 x 128 pixels (eyes 15 px apart): the face detector finds it
+    upright, and misses it rolled 45 degrees off every quarter turn."""
+    return cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("angle", [45, 135, 225, 315])
+def test_a_face_rolled_45_degrees_off_every_quarter_turn_is_found(
+        default_det, small_astronaut, angle):
+    """A face the face detector misses upright and in all three quarter turns (rolled 45
+    degrees off each) is found by the diagonal search: one face, its landmarks those of the
+    upright photo turned with it, its crop and roll turned by the angle."""
+    from pipdetect.crop import turned_image
+
+    det = default_det
+    (up,) = det.detect(small_astronaut)
+    rolled, m = turned_image(small_astronaut, angle)
+    assert all(len(det.find_faces(rolled, turn=k).boxes) == 0 for k in range(4))
+    (face,) = det.detect(rolled)
+    iod = float(np.linalg.norm(up.landmarks[36] - up.landmarks[45]))
+    expected = up.landmarks @ m[:, :2].T + m[:, 2]
+    err = np.linalg.norm(face.landmarks - expected, axis=1).mean() / iod
+    assert err < 0.08, err
+    assert abs((face.crop.angle - up.crop.angle - angle + 180) % 360 - 180) < 3
+    assert abs((face.pose.roll - up.pose.roll - angle + 180) % 360 - 180) < 3
+    assert face.confidence >= det.min_confidence
+
+
+def _yunet_like(centre: np.ndarray, size: np.ndarray, roll: float) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """A face-detector box (4,) and five keypoints (5, 2) of a face rolled ``roll`` degrees
+    clockwise: the keypoints of an upright face (eyes, nose, mouth corners), turned."""
+    upright = np.array([[-0.2, -0.1], [0.2, -0.1], [0.0, 0.05], [-0.15, 0.25], [0.15, 0.25]])
+    a = np.radians(roll)
+    turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    keypoints = centre + (upright * size) @ turn.T
+    return np.concatenate([centre - size / 2, centre + size / 2]), keypoints
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(20, 90), w=st.integers(20, 90), roll=st.floats(-179, 179),
+       dx=st.floats(-15, 15), dy=st.floats(-15, 15), bw=st.floats(20, 60),
+       bh=st.floats(20, 60))
+def test_a_face_found_in_the_diagonal_turns_gets_the_upright_crop_turned(
+        default_det, h, w, roll, dx, dy, bw, bh):
+    """A detection in the picture turned 45, 135, 225 or 315 degrees, mapped back into the
+    image, gets from the crop policy (the default model's, keypoints and all) the crop the
+    same detection gets in the turned picture, turned back: centre mapped, same size,
+    angle less the turn. Keypoints map back exactly."""
+    from pipdetect.crop import turned_image
+    from pipdetect.faces import Detections, FaceFinder
+    from pipdetect.stages import FaceBoxes
+
+    if abs((roll % 90) - 45) < 0.5:
+        return  # exactly between two quarter turns a box's frame is a coin toss
+    det = default_det
+    seen: list[tuple[int, ...]] = []
+
+    def fake(self: Any, picture: np.ndarray) -> Detections:
+        """The same face in every picture, placed about the picture's centre."""
+        seen.append(picture.shape)
+        centre = (np.array(picture.shape[1::-1], dtype=np.float64) - 1) / 2 + [dx, dy]
+        box, kps = _yunet_like(centre, np.array([bw, bh]), roll)
+        return Detections(box[None], np.array([0.9]), kps[None])
+
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FaceFinder, "find", fake)
+        det.find_faces(image)  # the face finder exists
+        seen.clear()
+        found = det._find_diagonal(image)
+    shapes = list(seen)
+    assert len(found.boxes) == 4 and len(shapes) == 4
+    crops = det.make_crops(found)
+    for k, turn in enumerate((45.0, 135.0, 225.0, 315.0)):
+        canvas, m = turned_image(image, turn)
+        assert shapes[k] == canvas.shape
+        same = fake(None, canvas)
+        box, kps = same.boxes[0], same.keypoints[0]
+        up = det.make_crops(FaceBoxes(box[None], np.array([0.9]), kps[None]))[0]
+        np.testing.assert_allclose(found.keypoints[k] @ m[:, :2].T + m[:, 2], kps, atol=1e-6)
+        centre = np.linalg.solve(m[:, :2], (up[:2] + up[2:4]) / 2 - m[:, 2])
+        np.testing.assert_allclose((crops[k, :2] + crops[k, 2:4]) / 2, centre, atol=1e-6)
+        np.testing.assert_allclose(crops[k, 2:4] - crops[k, :2], up[2:4] - up[:2], rtol=1e-9)
+        assert abs((crops[k, 4] - (up[4] - turn) + 180) % 360 - 180) < 1e-6
+
+
+def test_the_diagonal_search_runs_only_without_a_confident_face(
+        default_det, small_astronaut, monkeypatch):
+    """Face-detector runs per image: an upright photo with a confident face, 1 ("auto") or
+    4 ("always": the quarter turns); a face rolled 45 degrees, 1 + 3 quarter turns + 4
+    diagonal turns, where "off" runs 1 and finds nothing; a picture without a face, 8
+    with "auto" and 1 with "off"."""
+    from pipdetect.crop import turned_image
+    from pipdetect.faces import FaceFinder
+
+    calls: list[tuple[int, ...]] = []
+    find = FaceFinder.find
+
+    def counting(self: Any, picture: np.ndarray) -> Any:
+        calls.append(picture.shape)
+        return find(self, picture)
+
+    monkeypatch.setattr(FaceFinder, "find", counting)
+    rolled, _ = turned_image(small_astronaut, 45)
+    blank = np.full((120, 160, 3), 90, dtype=np.uint8)
+    always = LandmarkDetector(orientation_search="always")
+    off = LandmarkDetector(orientation_search="off")
+    for det, image, runs, faces in [
+        (default_det, small_astronaut, 1, 1), (always, small_astronaut, 4, 1),
+        (default_det, rolled, 8, 1), (always, rolled, 8, 1), (off, rolled, 1, 0),
+        (default_det, blank, 8, 0), (off, blank, 1, 0),
+    ]:
+        calls.clear()
+        assert len(det.detect(image)) == faces
+        assert len(calls) == runs, (det, image.shape, calls)
+
+
 def test_unsure_faces_are_left_out_and_the_error_says_why():
     """min_confidence drops detected faces below it (and only those), det(image) says why
     when all were dropped, and boxes the caller passes are always returned."""

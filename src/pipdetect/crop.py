@@ -48,6 +48,7 @@ __all__ = [
     "landmark_roll",
     "levelled_faces",
     "training_crop_enlargement",
+    "turned_image",
     "warp_crops",
     "wrap_degrees",
 ]
@@ -455,6 +456,25 @@ def warp_crops(image: np.ndarray, crops: np.ndarray, size: tuple[int, int]) -> n
             borderValue=(0, 0, 0, 0),
         )
     return out
+
+
+def turned_image(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` (H, W, C) turned ``degrees`` clockwise on screen about its centre, onto a
+    canvas grown to hold the whole picture (bilinear, black corners), and the (2, 3)
+    affine map from pixels of ``image`` to pixels of the canvas (pixel centres at
+    integers; the image's centre lands on the canvas's). A face rolled ``-degrees`` in
+    ``image`` stands upright on the canvas."""
+    import cv2
+
+    h, w = image.shape[:2]
+    a = np.radians(degrees)
+    c, s = abs(float(np.cos(a))), abs(float(np.sin(a)))
+    nw, nh = int(np.ceil(w * c + h * s - 1e-9)), int(np.ceil(w * s + h * c - 1e-9))
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -float(degrees), 1.0)
+    m[:, 2] += ((nw - 1) / 2 - (w - 1) / 2, (nh - 1) / 2 - (h - 1) / 2)
+    out = cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    return out, m
 
 
 def crops_to_image(points: np.ndarray, crops: np.ndarray) -> np.ndarray:

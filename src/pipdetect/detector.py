@@ -32,8 +32,10 @@ from .crop import (
     crop_from_landmarks,
     crop_from_points,
     crops_to_image,
+    keypoint_roll,
     landmark_roll,
     training_crop_enlargement,
+    turned_image,
     warp_crops,
     wrap_degrees,
 )
@@ -90,13 +92,17 @@ class LandmarkDetector:
     orientation_search:
         Faces at any roll. ``"auto"`` (default): crops are levelled by the face
         detector's eye keypoints and then by the landmarks' eye line; a face the
-        network is unsure of is also tried a quarter and half turn round; and when no
+        network is unsure of is also tried a quarter and half turn round; when no
         confident face is found upright, the face detector looks again in the image
-        turned 90, 180 and 270 degrees. ``"always"``: also search the turned image when
-        upright faces were found (a face lying down in a group photo), at the cost of
-        three more face-detector runs per image. ``"off"``: only levelling by the
-        detector's keypoints, for images known to be upright (the fastest on photos
-        without faces).
+        turned 90, 180 and 270 degrees; and when there is still no confident face at any
+        roll, in the image turned 45, 135, 225 and 315 degrees (a face rolled 45 degrees
+        off every quarter turn, which the face detector can miss in all four). A photo
+        without a face pays both searches: eight face-detector runs instead of one.
+        ``"always"``: also search the image turned 90, 180 and 270 degrees when upright
+        faces were found (a face lying down in a group photo), at the cost of three more
+        face-detector runs per image; the 45-degree turns still only where no face is
+        confident. ``"off"``: only levelling by the detector's keypoints, for images known
+        to be upright (the fastest on photos without faces: one face-detector run).
     """
 
     def __init__(
@@ -307,6 +313,7 @@ class LandmarkDetector:
         located = self.locate(list(zip(imgs, found, strict=True)))
         if self._search != "off":
             self._search_turned(imgs, given, found, located)
+            self._search_diagonal(imgs, given, found, located)
         out = []
         for img_given, f, (crops, lm) in zip(given, found, located, strict=True):
             conf = self.confidence(lm.scores)
@@ -341,12 +348,46 @@ class LandmarkDetector:
             i for i, (crops, lm) in enumerate(located)
             if not given[i] and (self._search == "always" or wanted(crops, lm))
         ]
+        self._merge_found(imgs, todo, [
+            _concat_faces([self.find_faces(imgs[i], turn=k) for k in (1, 2, 3)]) for i in todo
+        ], found, located)
+
+    def _search_diagonal(
+        self,
+        imgs: list[np.ndarray],
+        given: list[bool],
+        found: list[FaceBoxes],
+        located: list[tuple[np.ndarray, CropLandmarks]],
+    ) -> None:
+        """The face detector on images turned 45, 135, 225 and 315 degrees
+        (:meth:`_find_diagonal`), where no face at any roll is confident (at least
+        :data:`SEARCH_BELOW`) after :meth:`_search_turned`: a face rolled about 45 degrees
+        off every quarter turn, which the face detector can miss in all four. Runs with
+        ``"auto"`` and ``"always"`` alike; photos without a face pay four more face-detector
+        runs. Faces it adds are merged as :meth:`_search_turned` merges them."""
+        todo = [
+            i for i, (_, lm) in enumerate(located)
+            if not given[i] and not np.any(self.confidence(lm.scores) >= self._search_below)
+        ]
+        self._merge_found(imgs, todo, [self._find_diagonal(imgs[i]) for i in todo],
+                          found, located)
+
+    def _merge_found(
+        self,
+        imgs: list[np.ndarray],
+        todo: list[int],
+        extra: list[FaceBoxes],
+        found: list[FaceBoxes],
+        located: list[tuple[np.ndarray, CropLandmarks]],
+    ) -> None:
+        """Faces ``extra[j]`` that a search of the turned picture found in ``imgs[todo[j]]``,
+        located (:meth:`locate`) and merged in place into that image's ``found`` /
+        ``located`` entries: of two faces with overlapping landmarks the more confident is
+        kept; largest box first, at most :attr:`max_faces`."""
         if not todo:
             return
-        turned = [_concat_faces([self.find_faces(imgs[i], turn=k) for k in (1, 2, 3)])
-                  for i in todo]
-        extra = self.locate([(imgs[i], t) for i, t in zip(todo, turned, strict=True)])
-        for i, t, (crops, lm) in zip(todo, turned, extra, strict=True):
+        more = self.locate([(imgs[i], t) for i, t in zip(todo, extra, strict=True)])
+        for i, t, (crops, lm) in zip(todo, extra, more, strict=True):
             if not len(t.boxes):
                 continue
             faces = _concat_faces([found[i], t])
@@ -472,25 +513,71 @@ class LandmarkDetector:
         the image turned this many quarter turns clockwise (0-3); the results are
         mapped back into ``image`` (boxes stay axis-aligned there).
         """
-        if self._finder is None:
-            from .faces import FaceFinder
-
-            self._finder = FaceFinder(**self._face_options)
         k = int(turn) % 4
-        found = self._finder.find(np.rot90(image, -k) if k else image)
+        found = self._face_finder().find(np.rot90(image, -k) if k else image)
         face_boxes, scores, keypoints = found.boxes, found.scores, found.keypoints
         if len(face_boxes) == 0:
-            return FaceBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+            return _no_faces()
         if k:
             m = _unturn(k, image.shape[:2])
             corners = _apply(m, face_boxes.reshape(-1, 2, 2))
             face_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
             keypoints = _apply(m, keypoints)
-        area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
+        return self._largest_first(face_boxes, scores, keypoints)
+
+    def _find_diagonal(self, image: np.ndarray) -> FaceBoxes:
+        """Stage 1 in ``image`` turned 45, 135, 225 and 315 degrees clockwise (one warp
+        onto a canvas grown to hold the whole picture, :func:`~pipdetect.crop.turned_image`,
+        then its quarter turns), the faces mapped back into ``image``: a face rolled about
+        45 + k * 90 degrees stands upright for the face detector in one of them.
+
+        Keypoints are mapped back exactly. A box, axis-aligned in the turned picture, has
+        no axis-aligned form in ``image``: its centre is mapped back and its width and
+        height are kept as the detector saw them, swapped where needed so that
+        :func:`~pipdetect.crop.levelled_faces` (which reads a box in the frame of its
+        keypoints' nearest quarter turn) measures the detector's own box in the face's
+        levelled frame. The crop policy then gives the face the crop it would get upright,
+        turned with it. Faces of each turned picture: largest box first, at most
+        :attr:`max_faces`.
+        """
+        canvas, to_canvas = turned_image(image, DIAGONAL)
+        back = np.linalg.inv(np.vstack([to_canvas, [0.0, 0.0, 1.0]]))
+        parts = []
+        for k in range(4):
+            found = self._face_finder().find(np.rot90(canvas, -k) if k else canvas)
+            if not len(found):
+                continue
+            m = (back @ np.vstack([_unturn(k, canvas.shape[:2]), [0.0, 0.0, 1.0]]))[:2]
+            keypoints = _apply(m, found.keypoints)
+            centre = _apply(m, (found.boxes[:, :2] + found.boxes[:, 2:]) / 2)
+            size = found.boxes[:, 2:] - found.boxes[:, :2]
+            roll = keypoint_roll(keypoints)  # as levelled_faces will measure it
+            # lying sideways in the turned picture: its levelled box is the detector's, swapped
+            sideways = np.round((roll + DIAGONAL + 90.0 * k) / 90.0) % 2 == 1
+            swapped = np.round(roll / 90.0) % 2 == 1  # levelled_faces will swap it
+            size = np.where((sideways != swapped)[:, None], size[:, ::-1], size)
+            parts.append(self._largest_first(
+                np.concatenate([centre - size / 2, centre + size / 2], axis=1),
+                found.scores, keypoints))
+        return _concat_faces(parts) if parts else _no_faces()
+
+    def _face_finder(self) -> Any:
+        if self._finder is None:
+            from .faces import FaceFinder
+
+            self._finder = FaceFinder(**self._face_options)
+        return self._finder
+
+    def _largest_first(
+        self, boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray
+    ) -> FaceBoxes:
+        """Faces sorted by box area, largest first (ties: higher score first), at most
+        :attr:`max_faces`."""
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.lexsort((-scores, -area))
         if self._max_faces is not None:
             order = order[: self._max_faces]
-        return FaceBoxes(face_boxes[order], scores[order], keypoints[order])
+        return FaceBoxes(boxes[order], scores[order], keypoints[order])
 
     def given_faces(self, boxes: Any, image: np.ndarray) -> FaceBoxes:
         """Stage 1, for boxes a caller passed: one (4,) or several (n, 4)
@@ -828,6 +915,9 @@ TURNED_PICTURE = 45.0
 """Degrees of roll within which a confident face counts as upright: a picture without one
 (no confident face, or all of them rolled further) is searched turned too by
 ``orientation_search="auto"`` (a sideways or upside-down photo)."""
+DIAGONAL = 45.0
+"""Degrees (clockwise) the picture is turned by the diagonal search, then turned a quarter
+three times more: a face rolled 45 degrees off every quarter turn is upright in one."""
 UNCALIBRATED_SEARCH_BELOW = 0.5
 """:data:`SEARCH_BELOW` for models without a confidence calibration (mean landmark score)."""
 LEVEL_TOLERANCE = 20.0
@@ -879,6 +969,10 @@ def _unturn(k: int, shape: tuple[int, int]) -> np.ndarray:
 
 def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points @ m[:, :2].T + m[:, 2])
+
+
+def _no_faces() -> FaceBoxes:
+    return FaceBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
 
 
 def _concat_faces(parts: list[FaceBoxes]) -> FaceBoxes:
