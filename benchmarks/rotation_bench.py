@@ -3,6 +3,7 @@
     python benchmarks/rotation_bench.py                       # all 224 photos, ~6 min on 2 cores
     python benchmarks/rotation_bench.py --limit 40 --angles 0 90 180
     python benchmarks/rotation_bench.py --baseline 30e7843    # and time that commit
+    python benchmarks/rotation_bench.py --baseline 53e412d 2206a26   # or several
 
 Each photo is turned clockwise by the angle about its centre on a canvas grown to
 hold it (black corners; quarter turns are exact), the 68 annotated points with it.
@@ -15,8 +16,8 @@ turn (relative to the upright photo's roll), and the mean confidence.
 
 Also, measured in the same run, interleaved so the noisy shared machine affects
 both alike: milliseconds per upright photo with the default settings and, with
-``--baseline REV``, with the library as it was at git revision REV (loaded from a
-``git archive`` of that commit under another module name), and the time of photos
+``--baseline REV [REV ...]``, with the library as it was at each git revision REV (loaded
+from a ``git archive`` of that commit under another module name), and the time of photos
 without a face (the photos' top-left corners, checked to hold no detection of the
 annotated face) with ``orientation_search`` "auto" and "off".
 Mirror check: ``Face.pose`` yaw of each upright photo against its mirror image
@@ -205,15 +206,18 @@ def mirror_yaw(det: Any, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str
 
 
 def baseline_module(rev: str, tmp: Path) -> Any:
-    """The pipdetect package as it was at ``rev``, imported as ``pipdetect_baseline``."""
+    """The pipdetect package as it was at ``rev``, imported as ``pipdetect_baseline_<rev>``."""
+    name = f"pipdetect_baseline_{rev}"
+    tmp = tmp / name
+    tmp.mkdir()
     archive = tmp / "base.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src/pipdetect"],
                    check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(tmp, filter="data")
-    (tmp / "src" / "pipdetect").rename(tmp / "pipdetect_baseline")
+    (tmp / "src" / "pipdetect").rename(tmp / name)
     sys.path.insert(0, str(tmp))
-    return importlib.import_module("pipdetect_baseline")
+    return importlib.import_module(name)
 
 
 def timings(detectors: dict[str, Any], photos: list[np.ndarray], empty: list[np.ndarray],
@@ -249,11 +253,12 @@ def tables(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, str
 
     cpu = cpu_summary(report["cpu"])
     timing = report["timing_ms_per_photo"]
-    base = next((k for k in timing if k.startswith("baseline")), None)
+    bases = [k for k in timing if k.startswith("baseline")]
     trows = ["| settings | upright photo, ms | photo without a face, ms |", "|---|---|---|"]
     for name, t in timing.items():
-        ratio = (f" ({t['upright'] / timing[base]['upright']:.2f}× of before)"
-                 if base and name != base else "")
+        of = [f"{t['upright'] / timing[b]['upright']:.2f}× of "
+              + ("before" if len(bases) == 1 else b.split()[-1]) for b in bases if b != name]
+        ratio = f" ({', '.join(of)})" if of and name not in bases else ""
         trows.append(f"| {name} | {t['upright']:.1f}{ratio} | {t['no_face']:.1f} |")
     trows.append("")
     trows.append(f"Measured in one run, interleaved, on {cpu}; the machine is shared, "
@@ -292,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--angles", type=float, nargs="+", default=list(ANGLES))
-    parser.add_argument("--baseline", default=None, help="git revision to time beside")
+    parser.add_argument("--baseline", nargs="+", default=[],
+                        help="git revisions to time beside")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--timing-photos", type=int, default=40)
     parser.add_argument("--no-write", action="store_true")
@@ -336,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         "orientation_search off": LandmarkDetector(orientation_search="off"),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        if args.baseline:
-            base = baseline_module(args.baseline, Path(tmp))
-            detectors[f"baseline {args.baseline}"] = base.LandmarkDetector()
+        for rev in args.baseline:
+            base = baseline_module(rev, Path(tmp))
+            detectors[f"baseline {rev}"] = base.LandmarkDetector()
         for d in detectors.values():  # warm up: sessions, first-call costs
             d.detect(photos[0])
         print(f"timing: {len(photos)} upright photos, {len(empty)} photos without faces, "
