@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from pipdetect.convert.graph import heads_at_selected_cells
 from pipdetect.crop import CropPolicy
 from pipdetect.model import INPUT_NAME, OUTPUT_NAMES, ModelSpec
 
@@ -61,6 +62,7 @@ def _graph(
     weights: dict[str, np.ndarray],
     biases: dict[str, np.ndarray],
     metadata: dict[str, str] | None = None,
+    neighbours_at_cell: bool = False,
 ) -> onnx.ModelProto:
     h, w = spec.input_size
     s = spec.stride
@@ -76,10 +78,17 @@ def _graph(
             numpy_helper.from_array(wt, f"{head}_w"),
             numpy_helper.from_array(bs, f"{head}_b"),
         ]
-        nodes.append(helper.make_node("Conv", ["feat", f"{head}_w", f"{head}_b"], [head]))
-        outputs.append(
-            helper.make_tensor_value_info(head, TensorProto.FLOAT, ["batch", wt.shape[0], mh, mw])
-        )
+        at_cell = neighbours_at_cell and head in ("nb_x", "nb_y")
+        if not at_cell:
+            nodes.append(helper.make_node("Conv", ["feat", f"{head}_w", f"{head}_b"], [head]))
+        dims = ["batch", wt.shape[0]] + ([] if at_cell else [mh, mw])
+        outputs.append(helper.make_tensor_value_info(head, TensorProto.FLOAT, dims))
+    if neighbours_at_cell:  # as pipdetect convert writes them
+        at, at_inits = heads_at_selected_cells(
+            "feat", 3, {h: (f"{h}_w", f"{h}_b") for h in ("nb_x", "nb_y")},
+            spec.num_landmarks, spec.num_nb)
+        nodes += at
+        inits += at_inits
     graph = helper.make_graph(
         nodes,
         "pipdetect_test",
@@ -125,15 +134,18 @@ def known_answer_model(
     return Path(path)
 
 
-def random_model(path: Path, spec: ModelSpec, seed: int = 0, scale: float = 1.0) -> Path:
-    """Write a model with random 1x1 heads over average-pooled pixels (image-dependent)."""
+def random_model(path: Path, spec: ModelSpec, seed: int = 0, scale: float = 1.0, *,
+                 neighbours_at_cell: bool = False) -> Path:
+    """Write a model with random 1x1 heads over average-pooled pixels (image-dependent).
+    ``neighbours_at_cell``: the neighbour heads evaluated at the selected cells only, as
+    ``pipdetect convert`` writes them (the same weights)."""
     rng = np.random.default_rng(seed)
     L, K = spec.num_landmarks, spec.num_nb
     weights, biases = {}, {}
     for head, c in zip(OUTPUT_NAMES, (L, L, L, L * K, L * K), strict=False):
         weights[head] = rng.normal(0, scale, (c, 3, 1, 1))
         biases[head] = rng.normal(0, 0.1, c)
-    onnx.save(_graph(spec, weights, biases), str(path))
+    onnx.save(_graph(spec, weights, biases, neighbours_at_cell=neighbours_at_cell), str(path))
     return Path(path)
 
 

@@ -80,3 +80,22 @@ def decode(meanface, num_nb, cls, x, y, nb_x, nb_y, merge="reference"):
             out[b, j, 0] = math.fsum(v[0] for v in values) / len(values)
             out[b, j, 1] = math.fsum(v[1] for v in values) / len(values)
     return out, scores
+
+
+def at_selected_cells(cls: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    """Neighbour maps ``nb`` (B, L*K, H, W) read at each landmark's selected cell (the
+    first maximum of ``cls[b, i]``, row-major), in loops: (B, L*K), the form of the
+    neighbour outputs of the models ``pipdetect convert`` writes."""
+    batch, lms, height, width = cls.shape
+    num_nb = nb.shape[1] // lms
+    out = np.empty((batch, lms * num_nb), dtype=nb.dtype)
+    for b in range(batch):
+        for i in range(lms):
+            best, cell = -math.inf, (0, 0)
+            for row in range(height):
+                for col in range(width):
+                    if float(cls[b, i, row, col]) > best:
+                        best, cell = float(cls[b, i, row, col]), (row, col)
+            for k in range(num_nb):
+                out[b, i * num_nb + k] = nb[b, i * num_nb + k, cell[0], cell[1]]
+    return out

@@ -60,3 +60,24 @@ def test_quick_run_writes_the_report(tmp_path, wflw_meanface):
     assert {t["met"] for t in report["targets"]} <= {True, False, None}
     assert md.read_text().strip() == report["markdown"].strip()
     assert "| tiny |" in done.stdout
+
+
+def test_heads_bench_rebuilds_the_full_map_form_exactly(tmp_path, wflw_meanface):
+    """benchmarks/heads_bench.py times a model against its full-map form: the form it
+    rebuilds is the network with the neighbour heads as full 1x1 convolutions, output for
+    output (checked against a stand-in model written in that form with the same weights)."""
+    import numpy as np
+
+    from conftest import load_script
+    from pipdetect.model import load_model
+
+    heads_bench = load_script(BENCH.parent / "heads_bench.py")
+    spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
+    at_cell = random_model(tmp_path / "cell.onnx", spec, seed=5, neighbours_at_cell=True)
+    heads_bench.full_maps(at_cell, tmp_path / "rebuilt.onnx")
+    rebuilt = load_model(tmp_path / "rebuilt.onnx")
+    full = load_model(random_model(tmp_path / "full.onnx", spec, seed=5))
+    assert not rebuilt.neighbours_at_cell
+    x = np.random.default_rng(0).normal(size=(2, 3, 96, 160)).astype(np.float32)
+    for got, want in zip(rebuilt.run(x), full.run(x), strict=True):
+        np.testing.assert_array_equal(got, want)

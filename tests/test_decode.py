@@ -70,6 +70,11 @@ def test_parity_with_plain_loop_reference(case: dict) -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(scores, want_scores)
     np.testing.assert_array_equal(decoder.neighbours, ref.neighbour_lists(mf, case["nb"]))
+    # the neighbour outputs of a converted model, read at the selected cells: the same result
+    at_cell = [*maps[:3], *(ref.at_selected_cells(maps[0], m) for m in maps[3:])]
+    got_at_cell, scores_at_cell = decoder(*at_cell)
+    np.testing.assert_array_equal(got_at_cell, got)
+    np.testing.assert_array_equal(scores_at_cell, scores)
 
 
 @pytest.mark.parametrize(("preset", "shape"), [("WFLW", (8, 8)), ("300W", (3, 7)),
@@ -322,6 +327,8 @@ def _good() -> tuple[PIPDecoder, list[np.ndarray]]:
     (1, lambda m: m > 0, "real numbers"),
     (2, lambda m: m.astype(object), "real numbers"),
     (4, lambda m: None, "'nb_y' is None"),
+    (3, lambda m: m[:, :, 0, 0], r"'nb_x' and 'nb_y' must both be maps .* or both be read"),
+    (1, lambda m: m[:, :, 0, 0], r"'x' must have 4 dimensions \(B, C, H, W\), got shape"),
 ])
 def test_bad_maps_are_refused_clearly(index, bad, message) -> None:
     dec, maps = _good()
@@ -329,6 +336,17 @@ def test_bad_maps_are_refused_clearly(index, bad, message) -> None:
     with pytest.raises(DecodeError, match=message) as info:
         dec(*maps)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (lambda m: m[:, :9], r"map 'nb_x' has shape \(2, 9\), expected \(2, 10\) \(batch 2 as"),
+    (lambda m: m[:1], r"map 'nb_x' has shape \(1, 10\), expected \(2, 10\)"),
+])
+def test_neighbours_at_the_selected_cells_of_the_wrong_size_are_refused(bad, message) -> None:
+    dec, maps = _good()
+    maps[3], maps[4] = bad(maps[3][:, :, 0, 0]), maps[4][:, :, 0, 0]
+    with pytest.raises(DecodeError, match=message):
+        dec(*maps)
 
 
 def test_empty_maps_with_zero_width_are_refused() -> None:

@@ -136,6 +136,53 @@ def test_random_model_loads_with_odd_sizes(tmp_path, wflw_meanface):
     assert maps[0].shape == (3, 19, 3, 5) and maps[3].shape == (3, 76, 3, 5)
 
 
+def test_neighbours_at_the_selected_cells_give_the_full_maps_values(tmp_path, wflw_meanface):
+    """A model that evaluates its neighbour heads only at the selected cells (as ``pipdetect
+    convert`` writes them) gives the full maps' values at those cells, and the detector's
+    landmarks of the same weights either way, to float rounding."""
+    from pipdetect import LandmarkDetector
+    from reference_decode import at_selected_cells
+
+    spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
+    full = load_model(random_model(tmp_path / "full.onnx", spec, seed=3))
+    at_cell = load_model(random_model(tmp_path / "cell.onnx", spec, seed=3,
+                                      neighbours_at_cell=True))
+    assert not full.neighbours_at_cell and at_cell.neighbours_at_cell
+    batch = np.random.default_rng(1).normal(size=(4, 3, 96, 160)).astype(np.float32)
+    maps, gathered = full.run(batch), at_cell.run(batch)
+    assert gathered[3].shape == gathered[4].shape == (4, 76)
+    for name in range(3):
+        np.testing.assert_array_equal(gathered[name], maps[name])
+    for name in (3, 4):
+        np.testing.assert_allclose(gathered[name], at_selected_cells(maps[0], maps[name]),
+                                   rtol=0, atol=1e-5)
+    image = (np.random.default_rng(2).random((120, 150, 3)) * 255).astype(np.uint8)
+    box = [(20.0, 15.0, 110.0, 100.0)]
+    a = LandmarkDetector(tmp_path / "full.onnx").detect(image, boxes=box)[0].landmarks
+    b = LandmarkDetector(tmp_path / "cell.onnx").detect(image, boxes=box)[0].landmarks
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+
+
+def test_neighbour_outputs_in_two_forms_are_refused(tmp_path, wflw_meanface):
+    """nb_x read at the selected cells but nb_y a full map: not a model pipdetect writes."""
+    from pipdetect.convert.graph import heads_at_selected_cells
+
+    spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
+    path = random_model(tmp_path / "mixed.onnx", spec)
+    model = onnx.load(str(path))
+    conv = next(n for n in model.graph.node if list(n.output) == ["nb_x"])
+    model.graph.node.remove(conv)
+    nodes, inits = heads_at_selected_cells("feat", 3, {"nb_x": ("nb_x_w", "nb_x_b")}, 19, 4)
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    model.graph.output[3].CopyFrom(
+        helper.make_tensor_value_info("nb_x", TensorProto.FLOAT, ["batch", 76]))
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFormatError, match=r"output 'nb_x' has shape \['batch', 76\].* or "
+                                               r"\(batch, 76\) for both neighbour outputs"):
+        load_model(path)
+
+
 def test_threads_argument(known_model):
     assert load_model(known_model, threads=1).spec.num_landmarks == 98
     with pytest.raises(ValueError, match="threads"):

@@ -234,7 +234,10 @@ class PIPDecoder:
             landmark from the cell's top-left corner in cell units.
         nb_x, nb_y:
             ``(B, L*K, H, W)``: neighbour offsets; channel ``i*K + k`` is
-            neighbour ``k`` of landmark ``i`` (see :attr:`neighbours`).
+            neighbour ``k`` of landmark ``i`` (see :attr:`neighbours`). Or both
+            ``(B, L*K)``: those offsets already read at landmark ``i``'s selected
+            cell, as models written by ``pipdetect convert`` give them (the network
+            evaluates its neighbour heads there only). The two forms decode alike.
 
         Any real numeric dtype, any ``H, W >= 1`` (1x1 and non-square maps
         included), any ``B >= 0``, any memory layout; the maps are not modified.
@@ -297,9 +300,13 @@ class PIPDecoder:
         preds[0, :, :num_lms] += col
         preds[1, :, :num_lms] += row
         if n_votes:
-            nb_idx = (nb_base + cell[:, :, None]).reshape(batch, n_votes)
-            preds[0, :, num_lms:size] = np.take(nb_x.ravel(), nb_idx)
-            preds[1, :, num_lms:size] = np.take(nb_y.ravel(), nb_idx)
+            if nb_x.ndim == 2:  # already read at the selected cells (by the model)
+                preds[0, :, num_lms:size] = nb_x
+                preds[1, :, num_lms:size] = nb_y
+            else:
+                nb_idx = (nb_base + cell[:, :, None]).reshape(batch, n_votes)
+                preds[0, :, num_lms:size] = np.take(nb_x.ravel(), nb_idx)
+                preds[1, :, num_lms:size] = np.take(nb_y.ravel(), nb_idx)
             # every vote of landmark i is read at i's cell
             preds[0, :, num_lms:size].reshape(batch, num_lms, num_nb)[...] += col[:, :, None]
             preds[1, :, num_lms:size].reshape(batch, num_lms, num_nb)[...] += row[:, :, None]
@@ -350,11 +357,14 @@ class PIPDecoder:
                 raise DecodeError(
                     f"map {name!r} must hold real numbers, got dtype {arr.dtype}"
                 )
-            if arr.ndim != 4:
+            at_cell = name in ("nb_x", "nb_y") and arr.ndim == 2
+            if arr.ndim != 4 and not at_cell:
                 hint = (" (add the batch axis, e.g. maps[None])"
                         if arr.ndim == 3 else "")
+                also = (" or 2 (B, L*K) read at the selected cells"
+                        if name in ("nb_x", "nb_y") else "")
                 raise DecodeError(
-                    f"map {name!r} must have 4 dimensions (B, C, H, W), got shape "
+                    f"map {name!r} must have 4 dimensions (B, C, H, W){also}, got shape "
                     f"{arr.shape}{hint}"
                 )
             arrays.append(arr)
@@ -368,16 +378,25 @@ class PIPDecoder:
             )
         if height == 0 or width == 0:
             raise DecodeError(f"maps must have H, W >= 1, got H={height}, W={width}")
+        if arrays[3].ndim != arrays[4].ndim:
+            raise DecodeError(
+                f"'nb_x' and 'nb_y' must both be maps (B, L*K, H, W) or both be read at the "
+                f"selected cells (B, L*K), got shapes {arrays[3].shape} and {arrays[4].shape}"
+            )
         for index in range(1, len(arrays)):
             name, arr = _MAP_NAMES[index], arrays[index]
             per_landmark = name in ("x", "y")
-            want = (batch, num_lms if per_landmark else num_lms * num_nb, height, width)
+            want: tuple[int, ...] = (batch, num_lms if per_landmark else num_lms * num_nb,
+                                     height, width)
+            if arr.ndim == 2:
+                want = want[:2]
             if arr.shape != want:
                 what = (f"{num_lms} landmarks" if per_landmark
                         else f"{num_lms} landmarks x {num_nb} neighbours")
+                size = "" if arr.ndim == 2 else f" and {height}x{width}"
                 raise DecodeError(
                     f"map {name!r} has shape {arr.shape}, expected {want} "
-                    f"(batch {batch} and {height}x{width} as 'cls', {what}); "
+                    f"(batch {batch}{size} as 'cls', {what}); "
                     f"check the output order cls, x, y, nb_x, nb_y and num_nb"
                 )
         return arrays

@@ -439,15 +439,22 @@ class LoadedModel:
     session: onnxruntime.InferenceSession
     spec: ModelSpec
     path: Path
+    neighbours_at_cell: bool = False
+    """``True`` when the file evaluates the neighbour heads only at each landmark's
+    selected cell: ``nb_x`` / ``nb_y`` are ``(B, L*K)`` (what ``pipdetect convert``
+    writes); ``False`` for full ``(B, L*K, h, w)`` maps (older files)."""
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run the network on a preprocessed (B, 3, H, W) float32 batch; returns the 5 maps.
+        """Run the network on a preprocessed (B, 3, H, W) float32 batch; returns the 5
+        outputs: ``cls``, ``x``, ``y`` maps ``(B, L, h, w)`` and ``nb_x``, ``nb_y`` as
+        :attr:`neighbours_at_cell` says, the form :class:`~pipdetect.decode.PIPDecoder`
+        takes either way.
 
-        Raises :class:`~pipdetect.errors.ModelFormatError` when a map's shape is not what
-        the metadata promises, ``(B, channels, h, w)`` (symbolic dims are checked here).
+        Raises :class:`~pipdetect.errors.ModelFormatError` when an output's shape is not
+        what the metadata promises (symbolic dims are checked here).
         """
         maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        expected = _output_shapes(self.spec, len(batch))
+        expected = _output_shapes(self.spec, len(batch), self.neighbours_at_cell)
         for name, out in zip(OUTPUT_NAMES, maps, strict=True):
             if out.shape != expected[name]:
                 raise ModelFormatError(
@@ -458,12 +465,18 @@ class LoadedModel:
         return maps
 
 
-def _output_shapes(spec: ModelSpec, batch: Any) -> dict[str, tuple[Any, ...]]:
+def _output_shapes(spec: ModelSpec, batch: Any,
+                   neighbours_at_cell: bool) -> dict[str, tuple[Any, ...]]:
     """Each output's shape for a batch size (or the input's symbolic batch dim)."""
     mh, mw = spec.map_size
     L, K = spec.num_landmarks, spec.num_nb
     channels = {"cls": L, "x": L, "y": L, "nb_x": L * K, "nb_y": L * K}
-    return {name: (batch, c, mh, mw) for name, c in channels.items()}
+    return {name: (batch, c) if neighbours_at_cell and name in _AT_CELL else (batch, c, mh, mw)
+            for name, c in channels.items()}
+
+
+_AT_CELL = ("nb_x", "nb_y")
+"""Outputs a model may give at each landmark's selected cell, ``(B, L*K)``."""
 
 
 _SHARED: weakref.WeakValueDictionary[tuple[Any, ...], LoadedModel] = weakref.WeakValueDictionary()
@@ -577,13 +590,13 @@ def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None
             f"{METADATA_KEY!r}); convert a PIP-Net checkpoint with `pipdetect convert`"
         )
     spec = ModelSpec.from_json(meta[METADATA_KEY], source)
-    _check_io(session, spec, source)
+    at_cell = _check_io(session, spec, source)
     from ._cpu import int8_warning  # full-range int8 weights on an x86 CPU without VNNI
 
     warning = int8_warning(spec.provenance.get("quantization"), source)
     if warning:
         warnings.warn(warning, RuntimeWarning, stacklevel=3)
-    return LoadedModel(session=session, spec=spec, path=path)
+    return LoadedModel(session=session, spec=spec, path=path, neighbours_at_cell=at_cell)
 
 
 def _session_options(ort: Any, threads: int | None) -> Any:
@@ -617,7 +630,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-def _check_io(session: Any, spec: ModelSpec, source: str) -> None:
+def _check_io(session: Any, spec: ModelSpec, source: str) -> bool:
+    """Check the model's input and outputs against its metadata; returns whether its
+    neighbour outputs are given at the selected cells (``(batch, L*K)``, both of them)."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         names = [i.name for i in inputs]
@@ -636,19 +651,25 @@ def _check_io(session: Any, spec: ModelSpec, source: str) -> None:
             f"a pipdetect model has outputs {list(OUTPUT_NAMES)}"
         )
     batch = shape[0]
-    for name, want in _output_shapes(spec, batch).items():
+    at_cell = all(len(outputs[name]) == 2 for name in _AT_CELL)
+    for name, want in _output_shapes(spec, batch, at_cell).items():
         oshape = outputs[name]
-        if len(oshape) != 4 or not _dims_match(oshape[1:], want[1:]):
+        if len(oshape) != len(want) or not _dims_match(oshape[1:], want[1:]):
+            mh, mw = spec.map_size
+            form = (f"(batch, {want[1]}, {mh}, {mw})" if name not in _AT_CELL else
+                    f"(batch, {want[1]}, {mh}, {mw}), or (batch, {want[1]}) for both "
+                    "neighbour outputs read at the selected cells")
             raise ModelFormatError(
                 f"{source}: output {name!r} has shape {oshape}, but the metadata "
                 f"(num_landmarks={spec.num_landmarks}, num_nb={spec.num_nb}, map "
-                f"{want[2]}x{want[3]}) implies (batch, {want[1]}, {want[2]}, {want[3]})"
+                f"{mh}x{mw}) implies {form}"
             )
         if not _same_batch(batch, oshape[0]):
             raise ModelFormatError(
                 f"{source}: output {name!r} has batch dimension {oshape[0]!r} but the input "
                 f"{INPUT_NAME!r} has {batch!r}; every output must keep the input's batch"
             )
+    return at_cell
 
 
 def _same_batch(batch: Any, out: Any) -> bool:

@@ -4,8 +4,17 @@ BatchNorm is folded into the preceding convolution in float64, then stored as
 float32: ``w' = w * g / sqrt(v + eps)`` (per output channel) and
 ``b' = (b - m) * g / sqrt(v + eps) + beta``. The graph uses opset 17 and the
 IR version 8 that goes with it, so older onnxruntime releases load it too.
-Input ``image`` is ``(batch, 3, H, W)``; the five outputs are
-``(batch, C, H / stride, W / stride)`` with the same symbolic ``batch`` axis.
+Input ``image`` is ``(batch, 3, H, W)``. Outputs ``cls``, ``x`` and ``y`` are
+``(batch, L, H / stride, W / stride)`` maps; ``nb_x`` and ``nb_y`` are ``(batch, L*K)``:
+the neighbour heads are evaluated only at each landmark's selected cell (the first
+maximum of its ``cls`` map, row-major, as the decoder picks it), since the decoder
+reads them nowhere else (docs/design.md, "Neighbour heads at the selected cell").
+Their weights are stored as the reference's 1x1 convolutions; the graph gathers the
+head's input features at the selected cells (``ArgMax``, ``GatherElements``) and
+multiplies them by those weights (``MatMul``): the same numbers as the full maps read
+at those cells, to float rounding, without computing the L*K-channel maps everywhere
+else (for EfficientNet-Lite0 they are most of the heads' work). All batch axes share
+the symbolic ``batch`` dimension.
 """
 
 from __future__ import annotations
@@ -21,11 +30,16 @@ from .arch import Add, Architecture, Conv, MaxPool
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["OPSET", "build_graph", "fold_batchnorm", "require_onnx"]
+__all__ = ["HEAD_PREFIX", "OPSET", "build_graph", "fold_batchnorm", "heads_at_selected_cells",
+           "require_onnx"]
 
 OPSET = 17
 IR_VERSION = 8
 BATCH_DIM = "batch"
+HEAD_PREFIX = "pip_heads/"
+"""Name prefix of the nodes that evaluate the neighbour heads at the selected cells."""
+GATHERED = ("nb_x", "nb_y")
+"""Outputs evaluated only at each landmark's selected cell: ``(batch, L*K)``."""
 
 
 def require_onnx() -> Any:
@@ -77,11 +91,15 @@ def build_graph(
     nodes = []
     inits = []
     need_relu6 = False
+    gathered: list[Conv] = []
     for layer in arch.layers:
         if isinstance(layer, Conv):
             w, b = fold_batchnorm(layer, state)
             wname, bname = f"{layer.name}.weight", f"{layer.name}.bias"
             inits += [numpy_helper.from_array(w, wname), numpy_helper.from_array(b, bname)]
+            if layer.output in GATHERED:
+                gathered.append(layer)
+                continue
             out = layer.output if layer.act is None else f"{layer.output}.pre_act"
             nodes.append(helper.make_node(
                 "ConvTranspose" if layer.transpose else "Conv",
@@ -115,13 +133,18 @@ def build_graph(
     height, width = input_size
     mh, mw = height // arch.stride, width // arch.stride
     L, K = arch.num_landmarks, arch.num_nb
+    head_nodes, head_inits = _heads_at_selected_cells(gathered, L, K)
+    nodes += head_nodes
+    inits += head_inits
     channels = {"cls": L, "x": L, "y": L, "nb_x": L * K, "nb_y": L * K}
     graph = helper.make_graph(
         nodes,
         f"pipnet_{arch.backbone}_stride{arch.stride}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
                                        [BATCH_DIM, 3, height, width])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH_DIM, channels[name], mh, mw])
+        [helper.make_tensor_value_info(
+            name, TensorProto.FLOAT,
+            [BATCH_DIM, channels[name]] + ([] if name in GATHERED else [mh, mw]))
          for name in OUTPUT_NAMES],
         initializer=inits,
     )
@@ -131,3 +154,71 @@ def build_graph(
     helper.set_model_props(model, dict(metadata))
     onnx.checker.check_model(model)
     return model
+
+
+def _heads_at_selected_cells(heads: list[Conv], L: int, K: int) -> tuple[list[Any], list[Any]]:
+    """:func:`heads_at_selected_cells` for the architecture's neighbour heads, checked to be
+    the 1x1 convolutions on one feature map that the reference network has."""
+    if sorted(h.output for h in heads) != sorted(GATHERED):
+        raise ValueError(f"expected the heads {GATHERED}, got {[h.output for h in heads]}")
+    for h in heads:
+        if (h.kernel, h.stride, h.pad, h.pads, h.groups, h.transpose, h.act) \
+                != (1, 1, 0, None, 1, False, None) \
+                or h.out_channels != L * K or h.input != heads[0].input:
+            raise ValueError(f"{h.name}: a neighbour head must be a 1x1 convolution with "
+                             f"{L * K} outputs on the same features as the others")
+    return heads_at_selected_cells(
+        heads[0].input, heads[0].in_channels,
+        {h.output: (f"{h.name}.weight", f"{h.name}.bias") for h in heads}, L, K)
+
+
+def heads_at_selected_cells(features: str, channels: int, heads: Mapping[str, tuple[str, str]],
+                            L: int, K: int) -> tuple[list[Any], list[Any]]:
+    """ONNX nodes and constants that evaluate 1x1 neighbour heads at each landmark's
+    selected cell only.
+
+    ``features``: the heads' input, (batch, ``channels``, h, w). ``heads``: output name
+    (``nb_x``, ``nb_y``) -> names of the head's (L*K, channels, 1, 1) weight and (L*K,)
+    bias initializers, which stay as the reference stores them. Each output is
+    (batch, L*K), channel ``i*K + k`` read at landmark ``i``'s cell.
+
+    The cell is ``ArgMax`` of the ``cls`` output flattened row-major, whose first maximum
+    (ONNX's ``select_last_index=0``) is the one the decoder selects. The features at
+    that cell, (L, batch, channels), are multiplied by the weights turned to
+    (L, channels, K) (constants that onnxruntime folds when it loads the model).
+    """
+    from onnx import helper, numpy_helper
+
+    p = HEAD_PREFIX
+
+    def const(name: str, values: list[int]) -> Any:
+        return numpy_helper.from_array(np.array(values, dtype=np.int64), p + name)
+
+    inits = [const("cls_shape", [0, L, -1]), const("feature_shape", [0, channels, -1]),
+             const("index_shape", [1, 1, channels]), const("weight_shape", [L, K, channels]),
+             const("bias_shape", [L, 1, K]), const("out_shape", [0, L * K])]
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["cls", p + "cls_shape"], [p + "cls_flat"], name=p + "cls_flat"),
+        n("ArgMax", [p + "cls_flat"], [p + "cell"], name=p + "cell", axis=2, keepdims=1,
+          select_last_index=0),
+        n("Reshape", [features, p + "feature_shape"], [p + "features"], name=p + "features"),
+        n("Transpose", [p + "features"], [p + "features_t"], name=p + "features_t",
+          perm=[0, 2, 1]),
+        n("Expand", [p + "cell", p + "index_shape"], [p + "index"], name=p + "index"),
+        n("GatherElements", [p + "features_t", p + "index"], [p + "picked"],
+          name=p + "picked", axis=1),
+        n("Transpose", [p + "picked"], [p + "picked_t"], name=p + "picked_t", perm=[1, 0, 2]),
+    ]
+    for output, (weight, bias) in heads.items():
+        q = f"{p}{output}/"
+        nodes += [
+            n("Reshape", [weight, p + "weight_shape"], [q + "w3"], name=q + "w3"),
+            n("Transpose", [q + "w3"], [q + "w"], name=q + "w", perm=[0, 2, 1]),
+            n("MatMul", [p + "picked_t", q + "w"], [q + "product"], name=q + "product"),
+            n("Reshape", [bias, p + "bias_shape"], [q + "b"], name=q + "b"),
+            n("Add", [q + "product", q + "b"], [q + "sum"], name=q + "sum"),
+            n("Transpose", [q + "sum"], [q + "sum_t"], name=q + "sum_t", perm=[1, 0, 2]),
+            n("Reshape", [q + "sum_t", p + "out_shape"], [output], name=q + "out"),
+        ]
+    return nodes, inits

@@ -186,7 +186,7 @@ def quantize_model(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .graph import require_onnx
+    from .graph import HEAD_PREFIX, require_onnx
 
     onnx = require_onnx()
     src, out = Path(model), Path(output)
@@ -204,7 +204,10 @@ def quantize_model(
         )
     batch = calibration_batch(src, calibration, max_faces=max_faces)
 
-    heads = [n.name for n in onnx.load(str(src)).graph.node if set(n.output) & set(OUTPUT_NAMES)]
+    # the output convolutions, and the nodes that evaluate the neighbour heads at the
+    # selected cells (pipdetect.convert.graph), stay in float with keep_heads_fp32
+    heads = [n.name for n in onnx.load(str(src)).graph.node
+             if set(n.output) & set(OUTPUT_NAMES) or n.name.startswith(HEAD_PREFIX)]
     with tempfile.TemporaryDirectory(prefix="pipdetect-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
