@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def make_spec(
     **extra: Any,
 ) -> ModelSpec:
     mf = np.asarray(meanface, dtype=np.float64).reshape(-1, 2)
+    extra.setdefault("format_version", 1)  # full neighbour maps, as these stand-ins have
     return ModelSpec(
         name=name,
         num_landmarks=len(mf),
@@ -98,6 +100,8 @@ def _graph(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    if neighbours_at_cell:
+        spec = dataclasses.replace(spec, format_version=2)
     meta = spec.to_metadata() if metadata is None else metadata
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from onnx import TensorProto, helper
 
 from modelfactory import known_answer_model, make_spec, metadata_without, random_model
 from pipdetect.errors import ModelFormatError
-from pipdetect.model import FORMAT_VERSION, ModelSpec, load_model
+from pipdetect.model import FORMAT_VERSION, READ_VERSIONS, ModelSpec, load_model
 
 
 def test_spec_round_trip(wflw_meanface):
@@ -164,7 +165,7 @@ def test_neighbours_at_the_selected_cells_give_the_full_maps_values(tmp_path, wf
 
 
 def test_neighbour_outputs_in_two_forms_are_refused(tmp_path, wflw_meanface):
-    """nb_x read at the selected cells but nb_y a full map: not a model pipdetect writes."""
+    """nb_x read at the selected cells but nb_y a full map in a version 1 file: refused."""
     from pipdetect.convert.graph import heads_at_selected_cells
 
     spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
@@ -178,8 +179,9 @@ def test_neighbour_outputs_in_two_forms_are_refused(tmp_path, wflw_meanface):
     model.graph.output[3].CopyFrom(
         helper.make_tensor_value_info("nb_x", TensorProto.FLOAT, ["batch", 76]))
     onnx.save(model, str(path))
-    with pytest.raises(ModelFormatError, match=r"output 'nb_x' has shape \['batch', 76\].* or "
-                                               r"\(batch, 76\) for both neighbour outputs"):
+    with pytest.raises(ModelFormatError, match=r"output 'nb_x' has shape \['batch', 76\].* "
+                                               r"implies \(batch, 76, 3, 5\) \(format version 1: "
+                                               r"neighbour outputs as full maps\)"):
         load_model(path)
 
 
@@ -189,8 +191,29 @@ def test_threads_argument(known_model):
         load_model(known_model, threads=0)
 
 
-def test_format_version_is_one():
-    assert FORMAT_VERSION == 1
+def test_format_versions_one_and_two_are_read_and_two_is_written(tmp_path, wflw_meanface):
+    """Version 2 (what convert writes) has its neighbour outputs at the selected cells,
+    version 1 full maps; a file whose outputs are not its version's form is refused, and a
+    version from a newer pipdetect says to upgrade."""
+    assert FORMAT_VERSION == 2 and READ_VERSIONS == (1, 2)
+    spec = make_spec(wflw_meanface[:19], num_nb=4, input_size=(96, 160), stride=32)
+    assert load_model(random_model(tmp_path / "v1.onnx", spec)).spec.format_version == 1
+    v2 = load_model(random_model(tmp_path / "v2.onnx", spec, neighbours_at_cell=True))
+    assert v2.spec.format_version == 2 and v2.neighbours_at_cell
+    lie = dataclasses.replace(spec, format_version=2).to_metadata()
+    full = random_model(tmp_path / "lie.onnx", spec)
+    model = onnx.load(str(full))
+    del model.metadata_props[:]
+    for key, value in lie.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(full))
+    with pytest.raises(ModelFormatError, match=r"output 'nb_x' has shape .* implies \(batch, 76\)"
+                                               r" \(format version 2: neighbour outputs read at"):
+        load_model(full)
+    newer = {**json.loads(lie["pipdetect"]), "format_version": 3}
+    with pytest.raises(ModelFormatError, match=r"version 3 is not supported by this pipdetect "
+                                               r"\(it reads versions 1, 2\); upgrade pipdetect"):
+        ModelSpec.from_dict(newer, "new.onnx")
 
 
 # ------------------------------------------------ the CPU, for int8 files (pipdetect._cpu)

@@ -5,4 +5,4 @@ re-exports it, and modules inside the package import it from here (never upward 
 the package root).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

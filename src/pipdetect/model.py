@@ -44,6 +44,7 @@ __all__ = [
     "MAX_NEIGHBOURS",
     "METADATA_KEY",
     "OUTPUT_NAMES",
+    "READ_VERSIONS",
     "LoadedModel",
     "ModelSpec",
     "load_model",
@@ -51,7 +52,12 @@ __all__ = [
     "set_global_threads",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The model format version ``pipdetect convert`` writes: 2, neighbour outputs read at the
+selected cells, ``(batch, L*K)``. This pipdetect also reads version 1, whose neighbour
+outputs are full maps ``(batch, L*K, h, w)`` (files converted before 0.3)."""
+READ_VERSIONS = (1, 2)
+"""Model format versions this pipdetect reads."""
 METADATA_KEY = "pipdetect"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("cls", "x", "y", "nb_x", "nb_y")
@@ -169,11 +175,11 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ModelFormatError(f"{source}: pipdetect metadata must be a JSON object")
         version = data.get("format_version")
-        if type(version) is not int or version != FORMAT_VERSION:
+        if type(version) is not int or version not in READ_VERSIONS:
             raise ModelFormatError(
                 f"{source}: model format version {_short(version)} is not supported by this "
-                f"pipdetect (it reads version {FORMAT_VERSION}); upgrade pipdetect or "
-                "re-convert the model"
+                f"pipdetect (it reads versions {', '.join(map(str, READ_VERSIONS))}); upgrade "
+                "pipdetect or re-convert the model"
             )
         missing = [key for key, check in FIELDS.items() if check.required and key not in data]
         if missing:
@@ -184,6 +190,7 @@ class ModelSpec:
         kwargs = {key: _field(key, check.parse, data[key], source)
                   for key, check in FIELDS.items() if key in data}
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
+        kwargs["format_version"] = version
         try:
             return cls(**kwargs)
         except ModelFormatError as exc:
@@ -441,8 +448,9 @@ class LoadedModel:
     path: Path
     neighbours_at_cell: bool = False
     """``True`` when the file evaluates the neighbour heads only at each landmark's
-    selected cell: ``nb_x`` / ``nb_y`` are ``(B, L*K)`` (what ``pipdetect convert``
-    writes); ``False`` for full ``(B, L*K, h, w)`` maps (older files)."""
+    selected cell: ``nb_x`` / ``nb_y`` are ``(B, L*K)`` (format version 2, what
+    ``pipdetect convert`` writes); ``False`` for full ``(B, L*K, h, w)`` maps
+    (version 1, files converted before)."""
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the network on a preprocessed (B, 3, H, W) float32 batch; returns the 5
@@ -632,7 +640,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_io(session: Any, spec: ModelSpec, source: str) -> bool:
     """Check the model's input and outputs against its metadata; returns whether its
-    neighbour outputs are given at the selected cells (``(batch, L*K)``, both of them)."""
+    neighbour outputs are given at the selected cells (``(batch, L*K)``: format
+    version 2) rather than as full maps (version 1)."""
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         names = [i.name for i in inputs]
@@ -651,14 +660,15 @@ def _check_io(session: Any, spec: ModelSpec, source: str) -> bool:
             f"a pipdetect model has outputs {list(OUTPUT_NAMES)}"
         )
     batch = shape[0]
-    at_cell = all(len(outputs[name]) == 2 for name in _AT_CELL)
+    at_cell = spec.format_version >= 2
     for name, want in _output_shapes(spec, batch, at_cell).items():
         oshape = outputs[name]
         if len(oshape) != len(want) or not _dims_match(oshape[1:], want[1:]):
             mh, mw = spec.map_size
-            form = (f"(batch, {want[1]}, {mh}, {mw})" if name not in _AT_CELL else
-                    f"(batch, {want[1]}, {mh}, {mw}), or (batch, {want[1]}) for both "
-                    "neighbour outputs read at the selected cells")
+            form = f"({', '.join(['batch', *map(str, want[1:])])})"
+            if name in _AT_CELL:
+                form += (f" (format version {spec.format_version}: neighbour outputs "
+                         + ("read at the selected cells)" if at_cell else "as full maps)"))
             raise ModelFormatError(
                 f"{source}: output {name!r} has shape {oshape}, but the metadata "
                 f"(num_landmarks={spec.num_landmarks}, num_nb={spec.num_nb}, map "
