@@ -455,13 +455,14 @@ def test_list_models_has_a_header_and_hides_the_unpublished_zoo(capsys):
     assert main(["--list-models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["name", "points"] and "status" in lines[0]
-    assert lines[1].startswith("pipnet-lite0-300w") and "bundled, the default" in lines[1]
+    assert lines[1].startswith("pipnet-lite0-300w ") and lines[1].endswith("bundled, the default")
+    assert lines[2].startswith("pipnet-lite0-300w-int8 ") and lines[2].endswith("  bundled")
     assert not [line for line in lines if line.startswith("pipnet-r")]
     assert any("not published yet" in line for line in lines)
     assert main(["--list-models", "--all"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pipnet-")]
-    assert len(rows) == 18 and rows[0].startswith("pipnet-lite0-300w")
-    assert all(row.endswith("unpublished") for row in rows[1:])
+    assert len(rows) == 19 and rows[0].startswith("pipnet-lite0-300w ")
+    assert all(row.endswith("unpublished") for row in rows[2:])
     assert main(["--all"]) == 2
     assert "--list-models" in capsys.readouterr().err
 

@@ -80,29 +80,62 @@ def test_metadata_says_what_the_model_is() -> None:
     assert info.nme == spec.accuracy["end_to_end"]
 
 
-def readme_figures(page: Path = ACCURACY_PAGE) -> tuple[float, float]:
-    """(true-landmark crops, end to end) NME of the default model as ``page`` states them."""
+INT8 = "pipnet-lite0-300w-int8"
+ROWS = {DEFAULT_MODEL: r"pipdetect default \(`pipnet-lite0-300w`\)",
+        INT8: r"pipdetect int8 \(`pipnet-lite0-300w-int8`\)"}
+"""Each bundled model's row in the accuracy tables."""
+
+
+def readme_figures(page: Path = ACCURACY_PAGE, model: str = DEFAULT_MODEL
+                   ) -> tuple[float, float]:
+    """(true-landmark crops, end to end) NME of a bundled model as ``page`` states them."""
     text = page.read_text()
-    m = re.search(r"\| pipdetect default \(`pipnet-lite0-300w`\)[^|]*\|[^|]*\|\s*\*?\*?"
+    m = re.search(r"\| " + ROWS[model] + r"[^|]*\|[^|]*\|\s*\*?\*?"
                   r"([\d.]+) %\*?\*?\s*\|\s*\*?\*?([\d.]+) %", text)
-    assert m, f"{page.name}: the accuracy table lost its pipnet-lite0-300w row"
+    assert m, f"{page.name}: the accuracy table lost its {model} row"
     return float(m.group(1)), float(m.group(2))
 
 
-@pytest.mark.parametrize("page", [ACCURACY_PAGE, README], ids=["docs", "README"])
-def test_documented_figures_are_the_metadata_figures(page: Path) -> None:
-    spec = LandmarkDetector().spec
-    gt, e2e = readme_figures(page)
+@pytest.mark.parametrize(("page", "model"), [(ACCURACY_PAGE, DEFAULT_MODEL),
+                                             (README, DEFAULT_MODEL), (ACCURACY_PAGE, INT8)],
+                         ids=["docs", "README", "docs-int8"])
+def test_documented_figures_are_the_metadata_figures(page: Path, model: str) -> None:
+    spec = LandmarkDetector(model).spec
+    gt, e2e = readme_figures(page, model)
     assert gt == pytest.approx(spec.accuracy["gt_crops"], abs=0.005)
     assert e2e == pytest.approx(spec.accuracy["end_to_end"], abs=0.005)
 
 
+def test_the_int8_copy_is_bundled_and_says_what_it_is() -> None:
+    """The default model quantised (training/release_int8.py): bundled, offline, research
+    only like the network it copies, 7-bit weights that no x86 CPU saturates, fp32 heads,
+    calibrated on training photos, with its own measured figures and confidence fit."""
+    det, int8 = LandmarkDetector(), LandmarkDetector(INT8)
+    spec = int8.spec
+    assert bundled_path(INT8).is_relative_to(bundled_path().parent)
+    assert bundled_path(INT8).stat().st_size < 0.6 * bundled_path().stat().st_size
+    info = next(m for m in list_models() if m.name == INT8)
+    assert info.bundled and info.published and info.nme == spec.accuracy["end_to_end"]
+    q = spec.provenance["quantization"]
+    assert q["type"] == "int8" and q["reduce_range"] is True and q["heads"] == "fp32"
+    assert "300w_train" in q["calibration_photos"] and q["recipe"] == "training/release_int8.py"
+    assert spec.license == det.spec.license and "research use only" in spec.license.lower()
+    assert spec.provenance["training"] == det.spec.provenance["training"]
+    assert spec.confidence != det.spec.confidence  # fitted again on the int8 network's scores
+    image = __import__("cv2").imread(str(EXAMPLE_IMAGE))
+    a, b = det(image), int8(image)
+    assert a.shape == b.shape == (68, 2)
+    iod = float(np.linalg.norm(a[36] - a[45]))
+    assert 0 < float(np.abs(a - b).max()) < 0.1 * iod  # a copy, not the same file
+
+
 @pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
                     "(research data, read in place; only on the developers' machines)")
-def test_accuracy_on_lfpw_stays_within_0_3_points_of_the_docs() -> None:
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, INT8])
+def test_accuracy_on_lfpw_stays_within_0_3_points_of_the_docs(model: str) -> None:
     evaluate = load_script(ROOT / "training" / "evaluate.py", "evaluate")
-    measured = evaluate.evaluate_model(LandmarkDetector(threads=2), LFPW)
-    gt, e2e = readme_figures()
+    measured = evaluate.evaluate_model(LandmarkDetector(model, threads=2), LFPW)
+    gt, e2e = readme_figures(model=model)
     assert measured["photos"] == 224 and measured["missed"] == 0
     assert abs(measured["gt_crops_nme_pct"] - gt) <= TOLERANCE, measured
     assert abs(measured["end_to_end_nme_pct"] - e2e) <= TOLERANCE, measured

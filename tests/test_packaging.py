@@ -34,8 +34,9 @@ def test_installed_package_ships_its_assets():
         assert (assets / name).is_file(), name
     meanfaces = {p.name for p in (assets / "meanface").iterdir()}
     assert {"WFLW.txt", "data_300W.txt", "COFW.txt", "AFLW.txt", "LaPa.txt"} <= meanfaces
-    assert (assets / "pipnet-lite0-300w.onnx").is_file()
-    assert (assets / "pipnet-lite0-300w.json").is_file()
+    for model in ("pipnet-lite0-300w", "pipnet-lite0-300w-int8"):
+        assert (assets / f"{model}.onnx").is_file() and (assets / f"{model}.json").is_file()
+    assert "pipnet-lite0-300w-int8.onnx" in (assets / "LICENSE-pipnet-lite0-300w.txt").read_text()
 
 
 LEFTOVERS = [ROOT / "build", ROOT / "src" / "pipdetect.egg-info"]

@@ -877,7 +877,7 @@ def _run(argv: list[str]) -> int:
 
 def _list_models(o: argparse.Namespace, console: _Console) -> int:
     """The models a user can name, with a header; the unpublished zoo only with --all."""
-    from .zoo import list_models
+    from .zoo import DEFAULT_MODEL, list_models
 
     if not o.list_models:
         console.error("--all only changes --list-models: pipdetect --list-models --all")
@@ -887,7 +887,8 @@ def _list_models(o: argparse.Namespace, console: _Console) -> int:
     rows = [("name", "points", "trained on", "backbone", "NME", "status")]
     for m in shown:
         nme = "" if m.nme is None else f"{m.nme:.2f} % {m.nme_normalisation}".strip()
-        status = ("bundled, the default" if m.bundled
+        status = ("bundled, the default" if m.name == DEFAULT_MODEL
+                  else "bundled" if m.bundled
                   else "published" if m.published else "unpublished")
         rows.append((m.name, str(m.num_landmarks), m.dataset, m.backbone, nme, status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -94,8 +94,13 @@ PIP-Net with an EfficientNet-Lite0 backbone (ImageNet weights), 68 points
 (``training/README.md``). Research use only, like its training data.
 """
 
-BUNDLED = ("pipnet-lite0-300w",)
-"""Models inside the package: ``assets/<name>.onnx`` with its facts in ``assets/<name>.json``."""
+BUNDLED = ("pipnet-lite0-300w", "pipnet-lite0-300w-int8")
+"""Models inside the package: ``assets/<name>.onnx`` with its facts in ``assets/<name>.json``.
+
+``pipnet-lite0-300w-int8`` is the default model quantised to int8
+(``training/release_int8.py``): the same network, faster where onnxruntime has
+fast int8 kernels, with a slightly larger error (docs/models.md). Not the default:
+its speed has been measured on x86 CPUs with AVX-512 VNNI only."""
 
 DEFAULT_REPO_ID = "pipdetect/pipnet"
 """Hub model repository holding the converted zoo (override: ``PIPDETECT_REPO``)."""
@@ -196,7 +201,8 @@ def _infos() -> dict[str, ModelInfo]:
 
 
 def list_models() -> list[ModelInfo]:
-    """Every model name: the bundled default first, then the zoo in catalogue order.
+    """Every model name: the bundled models first (the default, then its int8 copy), then the
+    zoo in catalogue order.
 
     Nothing is downloaded: this reads the facts shipped with pipdetect. Zoo
     models (``bundled=False``) can be used once their files are published.
