@@ -36,33 +36,63 @@ MODELS = ("pipnet-lite0-300w", "pipnet-lite0-300w-int8")
 
 def full_maps(model: Path, out: Path) -> None:
     """Write ``model`` (neighbour heads at the selected cells) with the neighbour heads as
-    1x1 convolutions over the whole map instead: (batch, L*K, h, w) outputs."""
+    1x1 convolutions over the whole map instead: (batch, L*K, h, w) outputs. Works on
+    converted files and on their int8 copies, in which the quantiser has folded the
+    weights' reshapes into constants."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     from pipdetect.convert.graph import HEAD_PREFIX
-    from pipdetect.model import load_model
+    from pipdetect.model import METADATA_KEY, load_model
 
     spec = load_model(model).spec
+    L, K = spec.num_landmarks, spec.num_nb
     proto = onnx.load(str(model))
     graph = proto.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    made_by = {o: n for n in graph.node for o in n.output}
+
+    def value(name: str) -> np.ndarray:
+        """A constant of the graph: an initializer, or reshapes/transposes of one."""
+        if name in consts:
+            return consts[name]
+        node = made_by[name]
+        if node.op_type == "Reshape":
+            return value(node.input[0]).reshape(value(node.input[1]))
+        if node.op_type == "Transpose":
+            perm = next(a.ints for a in node.attribute if a.name == "perm")
+            return value(node.input[0]).transpose(list(perm))
+        raise ValueError(f"{model}: {name} is not a constant of the heads")
+
     features = next(n.input[0] for n in graph.node if n.name == f"{HEAD_PREFIX}features")
-    weights = {o: n.input[0] for n in graph.node for o in ("nb_x", "nb_y")
-               if n.name == f"{HEAD_PREFIX}{o}/w3"}
-    biases = {o: n.input[0] for n in graph.node for o in ("nb_x", "nb_y")
-              if n.name == f"{HEAD_PREFIX}{o}/b"}
+    heads = {}
+    for name in ("nb_x", "nb_y"):
+        product = next(n for n in graph.node if n.name == f"{HEAD_PREFIX}{name}/product")
+        total = next(n for n in graph.node if n.name == f"{HEAD_PREFIX}{name}/sum")
+        weight = value(product.input[1])  # (L, C, K)
+        heads[name] = (weight.transpose(0, 2, 1).reshape(L * K, -1, 1, 1),
+                       value(total.input[1]).reshape(L * K))
     keep = [n for n in graph.node if not n.name.startswith(HEAD_PREFIX)]
     del graph.node[:]
     graph.node.extend(keep)
     for init in [i for i in graph.initializer if i.name.startswith(HEAD_PREFIX)]:
         graph.initializer.remove(init)
     mh, mw = spec.map_size
-    for name in ("nb_x", "nb_y"):
-        graph.node.append(helper.make_node("Conv", [features, weights[name], biases[name]],
-                                           [name], name=f"{name}_full"))
+    for name, (w, b) in heads.items():
+        graph.initializer.extend([numpy_helper.from_array(w, f"{name}_full.weight"),
+                                  numpy_helper.from_array(b, f"{name}_full.bias")])
+        graph.node.append(helper.make_node(
+            "Conv", [features, f"{name}_full.weight", f"{name}_full.bias"], [name],
+            name=f"{name}_full"))
         declared = next(o for o in graph.output if o.name == name)
         declared.CopyFrom(helper.make_tensor_value_info(
-            name, TensorProto.FLOAT, ["batch", spec.num_landmarks * spec.num_nb, mh, mw]))
+            name, TensorProto.FLOAT, ["batch", L * K, mh, mw]))
+    for prop in proto.metadata_props:  # full maps: format version 1
+        if prop.key == METADATA_KEY:
+            prop.value = json.dumps({**json.loads(prop.value), "format_version": 1})
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)  # the stored 1x1 weights, now copied into the Convs
     onnx.save(proto, str(out))
 
 

@@ -1,7 +1,7 @@
 """Whole photos, side by side: pipdetect's default against dlib's fastest 68-point pipeline.
 
     python benchmarks/photo_bench.py --out benchmarks/photo_results.json
-    python benchmarks/photo_bench.py --int8-calibration ../shared/data/300w_train --photos 60
+    python benchmarks/photo_bench.py --photos 20 --rounds 3 --int8 none --no-dlib
 
 Photos: the LFPW test photos of 300-W (``--data``, read in place), each scaled so that
 its longer side is 640 px (one face each), and the same photos put together two side by
@@ -13,10 +13,10 @@ every photo of a set, taking turns in a fresh random order every round (``bench.
 * ``pipdetect, detection_size=480``: the face detector run on the photo scaled to 480 px
   (default 640; faces down to about 16 px wide instead of 12 are found);
 * ``YuNet alone``: the face detector pipdetect runs (``find_faces``), to show its share;
-* ``pipdetect int8`` (with ``--int8-calibration PHOTOS``): the default model quantised by
-  ``quantize_model`` (7-bit weights), calibrated on the faces of the first
-  ``--calibration-photos`` photos of that folder (training photos, never the test set),
-  also with ``detection_size=480``;
+* ``pipdetect int8`` (``--int8``, default the bundled ``pipnet-lite0-300w-int8``: the
+  default model quantised by ``training/release_int8.py``, 7-bit weights, calibrated on
+  training photos, never the test set), also with ``detection_size=480``; its accuracy
+  beside the default's on every ``--data`` photo (``int8_decision`` in the JSON);
 * ``dlib``: ``get_frontal_face_detector()`` at upsample 0 (HOG, its fastest setting) and
   ``shape_predictor_68_face_landmarks`` (``face-recognition-models``), RGB conversion
   included.
@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=60)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--model", default=None, help="pipdetect model (default: the bundled one)")
-    p.add_argument("--int8-calibration", type=Path, default=None, metavar="PHOTOS")
-    p.add_argument("--calibration-photos", type=int, default=40)
+    p.add_argument("--int8", default="pipnet-lite0-300w-int8", metavar="MODEL",
+                   help="the int8 model timed beside it (default: the bundled int8 copy; "
+                        "'none' to skip)")
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     args = p.parse_args(argv)
@@ -134,32 +134,27 @@ def main(argv: list[str] | None = None) -> int:
             lambda img: [f.landmarks for f in small.detect(img)],
         "YuNet alone": lambda img: [np.zeros((68, 2))] * len(det.find_faces(img).boxes),
     }
-    tmp = tempfile.TemporaryDirectory(prefix="photo-bench-")
     int8_decision: dict[str, Any] | None = None
-    if args.int8_calibration is not None:
-        from pipdetect.convert.quantize import quantize_model
-
-        calib = [str(i) for i, _ in D.find_pairs(args.int8_calibration)[
-            : args.calibration_photos]]
-        q = Path(tmp.name) / "default-int8.onnx"
-        quantize_model(_model_path(args.model), q, calib)
-        det8 = LandmarkDetector(q)
-        small8 = LandmarkDetector(q, detection_size=SMALL_DETECTION)
+    if args.int8 != "none":
+        det8 = LandmarkDetector(args.int8)
+        small8 = LandmarkDetector(args.int8, detection_size=SMALL_DETECTION)
         run["pipdetect int8"] = lambda img: [f.landmarks for f in det8.detect(img)]
         run[f"pipdetect int8, detection_size={SMALL_DETECTION}"] = \
             lambda img: [f.landmarks for f in small8.detect(img)]
         from evaluate import evaluate_model  # every --data photo, end to end, as shipped
 
         fp32_acc, int8_acc = evaluate_model(det, args.data), evaluate_model(det8, args.data)
+        quantization = det8.spec.provenance.get("quantization") or {}
         int8_decision = {
-            "calibration": f"first {len(calib)} photos of {args.int8_calibration.name}",
+            "model": det8.spec.name,
+            "calibration": quantization.get("calibration_photos"),
             "fp32": fp32_acc, "int8": int8_acc,
             "nme_cost_end_to_end": round(int8_acc["end_to_end_nme_pct"]
                                          - fp32_acc["end_to_end_nme_pct"], 3),
             "nme_cost_gt_crops": round(int8_acc["gt_crops_nme_pct"]
                                        - fp32_acc["gt_crops_nme_pct"], 3),
             "file_mb": [round(_model_path(args.model).stat().st_size / 1e6, 1),
-                        round(q.stat().st_size / 1e6, 1)],
+                        round(_model_path(args.int8).stat().st_size / 1e6, 1)],
         }
     dlib_skipped = "--no-dlib"
     if not args.no_dlib:
@@ -220,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report["markdown"])
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.cleanup()
     return 0
 
 

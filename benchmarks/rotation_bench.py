@@ -17,7 +17,8 @@ turn (relative to the upright photo's roll), and the mean confidence.
 Also, measured in the same run, interleaved so the noisy shared machine affects
 both alike: milliseconds per upright photo with the default settings and, with
 ``--baseline REV [REV ...]``, with the library as it was at each git revision REV (loaded
-from a ``git archive`` of that commit under another module name), and the time of photos
+from a ``git archive`` of that commit under another module name, with that commit's own
+bundled model), and the time of photos
 without a face (the photos' top-left corners, checked to hold no detection of the
 annotated face) with ``orientation_search`` "auto" and "off".
 Mirror check: ``Face.pose`` yaw of each upright photo against its mirror image
@@ -344,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for rev in args.baseline:
             base = baseline_module(rev, Path(tmp))
-            detectors[f"baseline {rev}"] = base.LandmarkDetector()
+            # the revision's own bundled model: its package data would resolve to today's
+            # (resources.files("pipdetect")), whose file format it may not read
+            own = Path(base.__file__).parent / "assets" / "pipnet-lite0-300w.onnx"
+            detectors[f"baseline {rev}"] = base.LandmarkDetector(str(own))
         for d in detectors.values():  # warm up: sessions, first-call costs
             d.detect(photos[0])
         print(f"timing: {len(photos)} upright photos, {len(empty)} photos without faces, "

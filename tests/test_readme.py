@@ -125,6 +125,16 @@ def test_whole_photo_table_matches_photo_results_json() -> None:
         "benchmarks/photo_results.json: paste the markdown of the last photo_bench.py run")
 
 
+def test_neighbour_heads_table_matches_heads_results_json() -> None:
+    """The table of the neighbour heads at the selected cells against full maps is what
+    benchmarks/heads_bench.py printed into benchmarks/heads_results.json, CPU named."""
+    results = json.loads((ROOT / "benchmarks" / "heads_results.json").read_text())
+    assert results["cpu"] in results["markdown"]
+    assert results["markdown"] in ACCURACY_AND_SPEED.read_text(), (
+        "docs/accuracy-and-speed.md's neighbour-heads table differs from "
+        "benchmarks/heads_results.json: paste the markdown of the last heads_bench.py run")
+
+
 def test_readme_is_a_front_page() -> None:
     text = README.read_text()
     assert len(text.splitlines()) <= 300

@@ -156,14 +156,17 @@ def test_the_speed_section_counts_what_each_method_runs(det, astronaut_photo, tm
     tracker runs the face detector every redetect_interval frames, and the section names
     the CPU; speed_markdown renders it and update_docs writes it between the markers.
     (Counts and structure only: no timing is asserted.)"""
+    from pipdetect import LandmarkDetector
     from pipdetect._cpu import cpu_summary
 
-    speed = vb.measure_speed(det, astronaut_photo, frames=12, rounds=1)
+    int8 = LandmarkDetector("pipnet-lite0-300w-int8")
+    speed = vb.measure_speed(det, astronaut_photo, frames=12, rounds=1, int8=int8)
     assert speed["canvas"] == [640, 480] and speed["frames"] == 12
     assert speed["cpu_summary"] == cpu_summary(speed["cpu_info"])
+    assert speed["int8_model"] == "pipnet-lite0-300w-int8"
     methods = speed["methods"]
-    assert set(methods) == set(vb.METHODS)
-    for name in ("tracked", "smoothed"):
+    assert set(methods) == {*vb.METHODS, "smoothed, int8"}
+    for name in ("tracked", "smoothed", "smoothed, int8"):
         assert methods[name]["detector_runs"] == 2  # frames 0 and 10
         assert methods[name]["network_passes"] == 12
     assert methods["per-frame"]["detector_runs"] >= 12
@@ -176,7 +179,7 @@ def test_the_speed_section_counts_what_each_method_runs(det, astronaut_photo, tm
     table = vb.speed_markdown({"speed": speed})
     assert speed["cpu_summary"] in table
     rows = [line for line in table.splitlines() if line.startswith("| `")]
-    assert len(rows) == 3 and all(f"| {methods[k]['fps']:.1f} |" in row
+    assert len(rows) == 4 and all(f"| {methods[k]['fps']:.1f} |" in row
                                   for k, row in zip(vb.SPEED_LABELS, rows, strict=True))
     page = tmp_path / "video.md"
     page.write_text(f"# Video\n\n{vb.speed_markdown({})}\n\nafter\n")

@@ -142,9 +142,8 @@ def build_graph(
         f"pipnet_{arch.backbone}_stride{arch.stride}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
                                        [BATCH_DIM, 3, height, width])],
-        [helper.make_tensor_value_info(
-            name, TensorProto.FLOAT,
-            [BATCH_DIM, channels[name]] + ([] if name in GATHERED else [mh, mw]))
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, _output_dims(
+            channels[name], None if name in GATHERED else (mh, mw)))
          for name in OUTPUT_NAMES],
         initializer=inits,
     )
@@ -154,6 +153,11 @@ def build_graph(
     helper.set_model_props(model, dict(metadata))
     onnx.checker.check_model(model)
     return model
+
+
+def _output_dims(channels: int, map_size: tuple[int, int] | None) -> list[str | int]:
+    """An output's declared shape: (batch, channels[, h, w])."""
+    return [BATCH_DIM, channels, *(map_size or ())]
 
 
 def _heads_at_selected_cells(heads: list[Conv], L: int, K: int) -> tuple[list[Any], list[Any]]:
