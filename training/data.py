@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipdetect.schemes import get_scheme
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # fit_crop_policy
 
 NUM_LMS = 68
@@ -35,23 +37,10 @@ INTEROCULAR = (36, 45)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _mirror(pairs: list[tuple[int, int]]) -> tuple[int, ...]:
-    table = list(range(NUM_LMS))
-    for a, b in pairs:
-        table[a], table[b] = b, a
-    return tuple(table)
-
-
-FLIP_68 = _mirror(
-    [(i, 16 - i) for i in range(8)]  # jaw 0-16, chin 8 stays
-    + [(17 + i, 26 - i) for i in range(5)]  # brows 17-21 <-> 26-22
-    + [(31, 35), (32, 34)]  # nose base; bridge 27-30 and tip 33 stay
-    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
-    + [(60, 64), (61, 63), (65, 67)]  # inner lips
-)
+FLIP_68: tuple[int, ...] = get_scheme("300w68").mirror or ()
 """68-point index of each landmark's mirror partner: after a left-right flip of the
-image, landmark ``i`` of the flipped face is landmark ``FLIP_68[i]`` of the original."""
+image, landmark ``i`` of the flipped face is landmark ``FLIP_68[i]`` of the original
+(the library's table, ``pipdetect.schemes.Scheme.mirror``)."""
 
 
 # ----------------------------------------------------------------------------- reading

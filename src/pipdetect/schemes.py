@@ -79,6 +79,12 @@ class Scheme:
     """Polylines to draw; default: one per group of two or more points."""
     unions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Convenience names made of several groups (``"mouth"``: outer and inner lips)."""
+    mirror: tuple[int, ...] | None = None
+    """Each point's mirror partner, or ``None`` where pipdetect does not know the pairs:
+    after a left-right flip of the image, point ``i`` of the flipped face is point
+    ``mirror[i]`` of the original (a point on the face's midline is its own partner).
+    Used by flip augmentation in ``training/`` and by
+    ``LandmarkDetector(flip_test=True)``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", MappingProxyType(dict(self.groups)))
@@ -96,6 +102,11 @@ class Scheme:
                     if len(idx) > 1
                 ),
             )
+        if self.mirror is not None and (
+            sorted(self.mirror) != list(range(self.num_points))
+            or any(self.mirror[j] != i for i, j in enumerate(self.mirror))
+        ):
+            raise ValueError(f"scheme {self.name}: mirror is not a permutation of pairs")
 
     @property
     def part_names(self) -> tuple[str, ...]:
@@ -168,6 +179,13 @@ WFLW98 = Scheme(
     unions={**_UNIONS_FULL, "pupils": ("right_pupil", "left_pupil")},
 )
 
+def _mirror_pairs(num_points: int, pairs: list[tuple[int, int]]) -> tuple[int, ...]:
+    table = list(range(num_points))
+    for a, b in pairs:
+        table[a], table[b] = b, a
+    return tuple(table)
+
+
 W300_68 = Scheme(
     "300w68",
     68,
@@ -185,6 +203,12 @@ W300_68 = Scheme(
     },
     closed=frozenset({"right_eye", "left_eye", "outer_lips", "inner_lips"}),
     unions=_UNIONS_FULL,
+    mirror=_mirror_pairs(68, [(i, 16 - i) for i in range(8)]  # jaw 0-16, chin 8 stays
+                         + [(17 + i, 26 - i) for i in range(5)]  # brows 17-21 <-> 26-22
+                         + [(31, 35), (32, 34)]  # nose base; bridge 27-30 and tip 33 stay
+                         + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+                         + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+                         + [(60, 64), (61, 63), (65, 67)]),  # inner lips
 )
 
 COFW29 = Scheme(
