@@ -800,3 +800,133 @@ def test_the_output_offset_field_is_checked(wflw_meanface, value, ok):
             ModelSpec.from_dict(data)
     del data["output_offset"]  # older files: no offset
     assert ModelSpec.from_dict(data).output_offset == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------ flip_test
+def _w300_meanface() -> np.ndarray:
+    from pipdetect.presets import load_meanface
+
+    return load_meanface("300W")
+
+
+def _mirrored(shape: np.ndarray) -> np.ndarray:
+    """Landmarks (68, 2) normalised of a crop, as its mirror image's landmarks mapped back."""
+    from pipdetect.schemes import get_scheme
+
+    out = shape[list(get_scheme("300w68").mirror or ())].copy()
+    out[:, 0] = 1.0 - out[:, 0]
+    return out
+
+
+def _flip_model(folder: Path, shape: np.ndarray, offset=(0.0, 0.0)) -> Path:
+    spec = make_spec(_w300_meanface(), scheme="300w68", output_offset=tuple(offset))
+    return known_answer_model(folder / "flip.onnx", shape, spec)
+
+
+def test_the_300w_mirror_pairs_match_the_mean_face():
+    """The 68-point mirror table swaps each point with its partner: the 300W mean face,
+    nearly symmetric, mirrored about its own centre line lands on itself (within 2.5 % of
+    the crop), while unpaired the points would land far off."""
+    mf = _w300_meanface()
+    back = _mirrored(mf)
+    back[:, 0] += (mf[:, 0] - back[:, 0]).mean()
+    np.testing.assert_allclose(back, mf, atol=0.025)
+    unpaired = mf.copy()
+    unpaired[:, 0] = 2 * mf[:, 0].mean() - mf[:, 0]
+    assert np.abs(unpaired - mf).max() > 0.3
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), du=st.floats(-0.02, 0.02), dv=st.floats(-0.02, 0.02),
+       wobble=st.floats(0.0, 0.03))
+def test_flip_test_averages_a_crop_with_its_mirror(tmp_path_factory, astronaut, seed, du, dv,
+                                                   wobble):
+    """A stand-in model answers ``shape`` for any picture, so its mirrored pass mapped back is
+    ``_mirrored(shape)``. A mirror-consistent shape comes back unchanged; an asymmetric one
+    as the average of the two, moved in x so that its mean x is the unmirrored pass's. The
+    output offset applies in each pass's own frame (it is the model's convention, kept)."""
+    rng = np.random.default_rng(seed)
+    symmetric = (_w300_meanface() + _mirrored(_w300_meanface())) / 2
+    shape = symmetric + rng.uniform(-wobble, wobble, symmetric.shape)
+    folder = tmp_path_factory.mktemp("flip")
+    path = _flip_model(folder, shape, (du, dv))
+    plain, flipped = LandmarkDetector(path), LandmarkDetector(path, flip_test=True)
+    assert flipped.flip_test and not plain.flip_test
+    normal = shape + [du, dv]
+    back = _mirrored(shape + [du, dv])
+    expected = (normal + back) / 2
+    expected[:, 0] += normal[:, 0].mean() - expected[:, 0].mean()
+    patch = astronaut[100:300, 150:310]
+    np.testing.assert_allclose(flipped.predict_crops(patch)[0] / [160, 200], expected,
+                               atol=1e-5)
+    np.testing.assert_allclose(plain.predict_crops(patch)[0] / [160, 200], normal, atol=1e-5)
+    crop = np.array([[150.0, 120.0, 350.0, 380.0, 20.0]])
+    (got,) = flipped.run_network([(astronaut, crop)])[0].points
+    np.testing.assert_allclose(got, analytic(expected, crop[0]), atol=1e-3)
+    if wobble == 0.0:  # mirror-consistent: flip averaging changes nothing
+        np.testing.assert_allclose(expected, normal, atol=1e-9)
+
+
+def test_flip_test_runs_the_mirrors_in_the_same_batch(tmp_path, astronaut, monkeypatch):
+    """B crops -> one network call holding 2B (the mirrored half left-right mirrors of the
+    first), in chunks of batch_size faces; detect, boxes given and predict_crops alike."""
+    from pipdetect.model import LoadedModel
+
+    shape = _w300_meanface()
+    calls: list[np.ndarray] = []
+    real = LoadedModel.run
+
+    def counting(self, batch):
+        calls.append(batch.copy())
+        return real(self, batch)
+
+    monkeypatch.setattr(LoadedModel, "run", counting)
+    det = LandmarkDetector(_flip_model(tmp_path, shape), flip_test=True, batch_size=3)
+    det.predict_crops([astronaut[100:300, 150:310]] * 5)
+    assert [len(c) for c in calls] == [6, 4]
+    np.testing.assert_array_equal(calls[0][3:], calls[0][:3, :, :, ::-1])
+    calls.clear()
+    faces = det.detect(astronaut, boxes=[BOX, (100, 50, 250, 230)])
+    assert len(faces) == 2 and calls and all(len(c) % 2 == 0 for c in calls)
+    assert len(calls[0]) == 4
+    np.testing.assert_array_equal(calls[0][2:], calls[0][:2, :, :, ::-1])
+
+
+@pytest.mark.parametrize("options", [{"flip_test": "yes"}, {"flip_test": 1}])
+def test_flip_test_must_be_a_bool(options):
+    with pytest.raises(InvalidArgumentError, match="flip_test"):
+        LandmarkDetector(**options)
+
+
+def test_flip_test_needs_known_mirror_pairs(det, known_model):
+    """The 98-point stand-in (scheme wflw98, whose pairs pipdetect does not list) and a
+    custom-scheme model refuse flip_test when built, saying why."""
+    with pytest.raises(InvalidArgumentError, match="mirror pairs"):
+        LandmarkDetector(known_model, flip_test=True)
+
+
+def test_flip_test_survives_pickling(tmp_path):
+    import pickle
+
+    det = LandmarkDetector(_flip_model(tmp_path, _w300_meanface()), flip_test=True)
+    assert pickle.loads(pickle.dumps(det)).flip_test
+
+
+def test_tracking_runs_the_mirrors_too(tmp_path, astronaut, monkeypatch):
+    """track() goes through the same network stage: every call holds crops and mirrors."""
+    from pipdetect.model import LoadedModel
+
+    calls: list[np.ndarray] = []
+    real = LoadedModel.run
+
+    def counting(self, batch):
+        calls.append(batch.copy())
+        return real(self, batch)
+
+    monkeypatch.setattr(LoadedModel, "run", counting)
+    det = LandmarkDetector(_flip_model(tmp_path, _w300_meanface()), flip_test=True)
+    frames = list(det.track([astronaut, astronaut], boxes=[BOX], smoothing=False))
+    assert len(frames) == 2 and all(len(f) == 1 for f in frames)
+    assert calls and all(len(c) % 2 == 0 for c in calls)
+    for c in calls:
+        np.testing.assert_array_equal(c[len(c) // 2:], c[: len(c) // 2, :, :, ::-1])

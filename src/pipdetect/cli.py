@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="faces at any roll: auto (default) searches turned crops and "
                             "the turned image only where no confident face is found upright; "
                             "always also where one is; off for images known to be upright")
+    model.add_argument("--flip-test", action="store_true", help="the accurate setting: also "
+                       "run each face's mirror image and average (about 2x the network time)")
     model.add_argument("--detection-size", type=_positive_int, default=640, metavar="PIXELS",
                        help="downscale images to this longest side for face detection only "
                             "(default 640; raise it for small faces in big photos)")
@@ -917,6 +919,7 @@ def _load_detector(o: argparse.Namespace, console: _Console) -> LandmarkDetector
             nms_threshold=o.nms_threshold, max_faces=o.max_faces,
             detection_size=o.detection_size, batch_size=o.batch_size,
             min_confidence=o.min_confidence, orientation_search=o.orientation_search,
+            flip_test=o.flip_test,
         )
     except (PipdetectError, OSError, ImportError, ValueError) as exc:
         what = f"model {o.model!r}" if o.model else "the default model"

@@ -44,7 +44,7 @@ from .errors import InvalidArgumentError, InvalidBoxError, InvalidImageError, No
 from .faces import MIN_MAX_SIDE
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
-from .schemes import conversion_indices, scheme_for
+from .schemes import SCHEMES, conversion_indices, scheme_for
 from .stages import Crop, CropLandmarks, Face, FaceBoxes, OutputScheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +105,21 @@ class LandmarkDetector:
         face-detector runs per image; the 45-degree turns still only where no face is
         confident. ``"off"``: only levelling by the detector's keypoints, for images known
         to be upright (the fastest on photos without faces: one face-detector run).
+    flip_test:
+        ``True``: the "accurate" setting. Every network pass also runs each crop's
+        left-right mirror image, in the same batch (one call with twice the crops), maps
+        the mirrored landmarks back (``u -> 1 - u`` in the crop's normalised frame, each
+        point swapped with its mirror partner, :attr:`pipdetect.schemes.Scheme.mirror`)
+        and averages the two; the scores are averaged too. The average is then moved
+        along the crop's x so that its mean x is the unmirrored pass's: the annotations
+        a model learned from need not be mirror-symmetric (300-W's sit about 0.8 % of
+        the inter-ocular distance right of the features, and the bundled model keeps
+        that), and a plain average would lose that convention. Applies to
+        :meth:`detect`, :meth:`detect_batch`, boxes given, :meth:`predict_crops` and
+        :meth:`track`. Costs about one more network run per face (docs/accuracy-and-speed.md
+        has the measured gain and cost). Raises
+        :class:`~pipdetect.errors.InvalidArgumentError` for a model whose scheme has no
+        known mirror pairs (only ``300w68`` has them today). ``False`` (default): one pass.
     """
 
     def __init__(
@@ -120,12 +135,13 @@ class LandmarkDetector:
         providers: list[str] | None = None,
         min_confidence: float | None = None,
         orientation_search: str = "auto",
+        flip_test: bool = False,
     ) -> None:
         _check_options(model=model, threads=threads, score_threshold=score_threshold,
                        nms_threshold=nms_threshold, max_faces=max_faces,
                        detection_size=detection_size, batch_size=batch_size,
                        providers=providers, min_confidence=min_confidence,
-                       orientation_search=orientation_search)
+                       orientation_search=orientation_search, flip_test=flip_test)
         from .zoo import resolve_model  # paths pass through; names are downloaded once
 
         path = resolve_model(model)
@@ -142,6 +158,7 @@ class LandmarkDetector:
             "providers": providers,
             "min_confidence": min_confidence,
             "orientation_search": orientation_search,
+            "flip_test": flip_test,
         }
         spec = self._model.spec
         self._decoder = PIPDecoder(spec.meanface, num_nb=spec.num_nb)
@@ -173,6 +190,14 @@ class LandmarkDetector:
         self._rgb = spec.channel_order == "RGB"
         self._scheme = scheme_for(spec)
         self._eyes = _eye_indices(self._scheme, spec.num_landmarks)
+        self._mirror = _mirror_indices(self._scheme, spec.num_landmarks) if flip_test else None
+        if flip_test and self._mirror is None:
+            raise InvalidArgumentError(
+                f"LandmarkDetector(flip_test=True): model {spec.name!r} has landmark scheme "
+                f"{self._scheme!r}, whose left/right mirror pairs pipdetect does not know "
+                "(known: " + ", ".join(n for n, sc in SCHEMES.items() if sc.mirror is not None)
+                + "); leave flip_test off for this model"
+            )
 
     # ------------------------------------------------------------------ public
     @property
@@ -194,8 +219,14 @@ class LandmarkDetector:
 
     @property
     def batch_size(self) -> int:
-        """Largest number of faces sent through the network in one call."""
+        """Largest number of faces sent through the network in one call (with
+        :attr:`flip_test`, each call holds their mirror images too: twice as many crops)."""
         return self._batch_size
+
+    @property
+    def flip_test(self) -> bool:
+        """Whether each crop's mirror image is run too and averaged in (``flip_test=True``)."""
+        return self._mirror is not None
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
         """Pickle by settings: the receiving process loads the same model file again.
@@ -874,14 +905,21 @@ class LandmarkDetector:
         Returns normalised landmarks (B, L, 2) float64, with the model's
         ``output_offset`` added (the one place normalised landmarks are made, so
         :meth:`detect`, :meth:`predict_crops` and tracking all get it), and scores (B, L).
+        With ``flip_test``, each chunk runs with its mirror images in one call
+        (:func:`_flip_average`).
         """
         points, scores = [], []
         for start in range(0, len(crops), self._batch_size):
             chunk = crops[start : start + self._batch_size]
+            if self._mirror is not None:
+                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
             maps = self._model.run(self._preprocess(chunk))
             p, s = self._decoder(*maps)
             if self._output_offset is not None:
+                # in each pass's own frame: the mirrored pass's x offset changes sign below
                 p = p + self._output_offset
+            if self._mirror is not None:
+                p, s = _flip_average(p, s, self._mirror)
             points.append(p)
             scores.append(s)
         # The decoder raises ModelOutputError rather than return non-finite values.
@@ -940,6 +978,33 @@ MAX_REFINE = 4
 SURE_SCORE = 0.25
 """Landmarks scored below this are treated as unsure (occluded) when a crop is built from
 landmarks (the tracker's choice, benchmarks/video_bench.py)."""
+
+
+def _flip_average(
+    points: np.ndarray, scores: np.ndarray, mirror: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (2B, L, 2) normalised and scores (2B, L) of B crops followed by their
+    mirror images -> (B, L, 2), (B, L): the mirrored half mapped back (``u -> 1 - u``, points
+    swapped with their ``mirror`` partners), averaged with the unmirrored half, then moved
+    along the crop's x so that the mean x is the unmirrored pass's (the annotations'
+    own x convention, which a mirror image reverses, is kept: training/flip_test.py);
+    scores averaged."""
+    b = len(points) // 2
+    normal, back = points[:b], points[b:][:, mirror].copy()
+    back[..., 0] = 1.0 - back[..., 0]
+    mean = (normal + back) / 2
+    mean[..., 0] += (normal[..., 0] - mean[..., 0]).mean(axis=1, keepdims=True)
+    return mean, (scores[:b] + scores[b:][:, mirror]) / 2
+
+
+def _mirror_indices(scheme: str, num_landmarks: int) -> np.ndarray | None:
+    """A named scheme's mirror permutation (:attr:`Scheme.mirror`), or ``None``."""
+    from .schemes import SCHEMES
+
+    known = SCHEMES.get(scheme)
+    if known is None or known.num_points != num_landmarks or known.mirror is None:
+        return None
+    return np.asarray(known.mirror, dtype=np.intp)
 
 
 def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -1066,6 +1131,8 @@ def _check_options(**options: Any) -> None:
     ):
         raise bad("min_confidence", "a number between 0 and 1, or None (the model's calibrated "
                   "threshold)")
+    if not isinstance(options["flip_test"], (bool, np.bool_)):
+        raise bad("flip_test", "True or False (run each crop's mirror image too and average)")
     if options["orientation_search"] not in ORIENTATION_SEARCH:
         raise bad("orientation_search", "one of " + ", ".join(map(repr, ORIENTATION_SEARCH)))
     providers = options["providers"]
