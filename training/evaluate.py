@@ -106,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model file or name (default: the bundled one)")
     p.add_argument("--data", type=Path, required=True, help="folder of image + 68-point .pts")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--flip-test", action="store_true",
+                   help="LandmarkDetector(flip_test=True): average each crop with its mirror")
     args = p.parse_args(argv)
     from pipdetect import LandmarkDetector
 
-    print(json.dumps(evaluate_model(LandmarkDetector(args.model), args.data, args.limit),
-                     indent=1))
+    det = LandmarkDetector(args.model, flip_test=args.flip_test)
+    print(json.dumps(evaluate_model(det, args.data, args.limit), indent=1))
     return 0
 
 
