@@ -10,6 +10,9 @@ every photo of a set, taking turns in a fresh random order every round (``bench.
 
 * ``pipdetect``: ``LandmarkDetector()`` with default settings, ``detect(photo)``;
 * ``pipdetect, upright only``: ``orientation_search="off"`` (no search for rolled faces);
+* ``pipdetect, flip_test``: ``flip_test=True`` (each crop's mirror image run in the same
+  batch and averaged in: the "accurate" setting); ``flip_test_cost`` in the JSON is its
+  time over the default's (paired rounds);
 * ``pipdetect, detection_size=480``: the face detector run on the photo scaled to 480 px
   (default 640; faces down to about 16 px wide instead of 12 are found);
 * ``YuNet alone``: the face detector pipdetect runs (``find_faces``), to show its share;
@@ -126,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     sets = photo_sets(args.data, args.photos)
     det = LandmarkDetector(args.model)
     upright = LandmarkDetector(args.model, orientation_search="off")
+    flipped = LandmarkDetector(args.model, flip_test=True)
     small = LandmarkDetector(args.model, detection_size=SMALL_DETECTION)
     run: dict[str, Any] = {
         "pipdetect": lambda img: [f.landmarks for f in det.detect(img)],
         "pipdetect, upright only": lambda img: [f.landmarks for f in upright.detect(img)],
+        "pipdetect, flip_test": lambda img: [f.landmarks for f in flipped.detect(img)],
         f"pipdetect, detection_size={SMALL_DETECTION}":
             lambda img: [f.landmarks for f in small.detect(img)],
         "YuNet alone": lambda img: [np.zeros((68, 2))] * len(det.find_faces(img).boxes),
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                               "nme_mean_pct": round(float(np.mean(errs)), 3) if errs else None,
                               "offset_x_pct": round(float(np.mean(offs)), 3) if offs else None})
             row[who] = entry
+        row["flip_test_cost"] = round(bench.ratio(samples["pipdetect, flip_test"],
+                                                  samples["pipdetect"]), 3)
         dlib_key = next((k for k in run if k.startswith("dlib")), None)
         if dlib_key:
             row["dlib_over_pipdetect"] = round(bench.ratio(samples[dlib_key],
