@@ -930,3 +930,33 @@ def test_tracking_runs_the_mirrors_too(tmp_path, astronaut, monkeypatch):
     assert calls and all(len(c) % 2 == 0 for c in calls)
     for c in calls:
         np.testing.assert_array_equal(c[len(c) // 2:], c[: len(c) // 2, :, :, ::-1])
+
+
+def test_the_diagonal_search_turns_a_large_photo_only_once_shrunk(default_det):
+    """A 3000 x 2000 photo is scaled down before it is turned 45 degrees: every picture
+    the face detector gets is within detection_size (640), not the 3,536-pixel canvas of
+    the full photo (37 MB), and what it finds maps back into the photo's own pixels
+    (the canvas's centre to the photo's, sizes scaled up)."""
+    from pipdetect.faces import Detections, FaceFinder
+
+    det = default_det
+    seen: list[tuple[int, ...]] = []
+
+    def fake(self: Any, picture: np.ndarray) -> Detections:
+        seen.append(picture.shape)
+        centre = (np.array(picture.shape[1::-1], dtype=np.float64) - 1) / 2
+        box, kps = _yunet_like(centre, np.array([40.0, 48.0]), 0.0)
+        return Detections(box[None], np.array([0.9]), kps[None])
+
+    image = np.zeros((2000, 3000, 3), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FaceFinder, "find", fake)
+        det.find_faces(image[:100, :100])  # the face finder exists
+        seen.clear()
+        found = det._find_diagonal(image)
+    assert len(seen) == 4 and all(max(s[:2]) <= 640 for s in seen), seen
+    scale = 640 / (5000 * np.sqrt(0.5))
+    centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
+    np.testing.assert_allclose(centres, [[1499.5, 999.5]] * 4, atol=2.0)
+    sizes = np.sort(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)
+    np.testing.assert_allclose(sizes, [[40 / scale, 48 / scale]] * 4, rtol=0.01)

@@ -573,8 +573,10 @@ class LandmarkDetector:
         turned with it. Faces of each turned picture: largest box first, at most
         :attr:`max_faces`.
         """
-        canvas, to_canvas = turned_image(image, DIAGONAL)
-        back = np.linalg.inv(np.vstack([to_canvas, [0.0, 0.0, 1.0]]))
+        small, to_small = self._shrunk_for_diagonal(image)
+        canvas, to_canvas = turned_image(small, DIAGONAL)
+        back = np.linalg.inv(np.vstack([to_canvas, [0.0, 0.0, 1.0]]) @ to_small)
+        unshrink = float(np.sqrt(abs(np.linalg.det(back[:2, :2]))))
         parts = []
         for k in range(4):
             found = self._face_finder().find(np.rot90(canvas, -k) if k else canvas)
@@ -583,7 +585,8 @@ class LandmarkDetector:
             m = (back @ np.vstack([_unturn(k, canvas.shape[:2]), [0.0, 0.0, 1.0]]))[:2]
             keypoints = _apply(m, found.keypoints)
             centre = _apply(m, (found.boxes[:, :2] + found.boxes[:, 2:]) / 2)
-            size = found.boxes[:, 2:] - found.boxes[:, :2]
+            # the detector's box size, in pixels of ``image`` (the canvas may be shrunk)
+            size = (found.boxes[:, 2:] - found.boxes[:, :2]) * unshrink
             roll = keypoint_roll(keypoints)  # as levelled_faces will measure it
             # lying sideways in the turned picture: its levelled box is the detector's, swapped
             sideways = np.round((roll + DIAGONAL + 90.0 * k) / 90.0) % 2 == 1
@@ -593,6 +596,26 @@ class LandmarkDetector:
                 np.concatenate([centre - size / 2, centre + size / 2], axis=1),
                 found.scores, keypoints))
         return _concat_faces(parts) if parts else _no_faces()
+
+    def _shrunk_for_diagonal(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` scaled down (``INTER_AREA``) so that its 45-degree canvas is no larger
+        than ``detection_size``, which the face detector would scale it to anyway; and
+        the (3, 3) map from pixels of ``image`` to pixels of the result (centres at
+        integers). Without it, a 10,000-pixel photo would first be turned at full size
+        onto a canvas of 14,143 x 14,143 pixels (600 MB)."""
+        import cv2
+
+        h, w = image.shape[:2]
+        limit = self._face_options["max_side"]
+        side = (h + w) * np.sqrt(0.5)  # the canvas's side, turned 45 degrees
+        if limit is None or side <= limit:
+            return image, np.eye(3)
+        scale = limit / side
+        new_w, new_h = max(1, int(w * scale)), max(1, int(h * scale))
+        small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        sx, sy = new_w / w, new_h / h  # pixel centres: x' = (x + 0.5) * sx - 0.5
+        return small, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5],
+                                [0.0, 0.0, 1.0]])
 
     def _face_finder(self) -> Any:
         if self._finder is None:
