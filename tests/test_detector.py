@@ -867,12 +867,11 @@ def test_flip_test_averages_a_crop_with_its_mirror(tmp_path_factory, astronaut, 
         np.testing.assert_allclose(expected, normal, atol=1e-9)
 
 
-def test_flip_test_runs_the_mirrors_in_the_same_batch(tmp_path, astronaut, monkeypatch):
-    """B crops -> one network call holding 2B (the mirrored half left-right mirrors of the
-    first), in chunks of batch_size faces; detect, boxes given and predict_crops alike."""
+@pytest.fixture
+def network_calls(monkeypatch) -> list[np.ndarray]:
+    """Every batch any model runs in this test (``LoadedModel.run``), copied."""
     from pipdetect.model import LoadedModel
 
-    shape = _w300_meanface()
     calls: list[np.ndarray] = []
     real = LoadedModel.run
 
@@ -881,6 +880,14 @@ def test_flip_test_runs_the_mirrors_in_the_same_batch(tmp_path, astronaut, monke
         return real(self, batch)
 
     monkeypatch.setattr(LoadedModel, "run", counting)
+    return calls
+
+
+def test_flip_test_runs_the_mirrors_in_the_same_batch(tmp_path, astronaut, network_calls):
+    """B crops -> one network call holding 2B (the mirrored half left-right mirrors of the
+    first), in chunks of batch_size faces; detect, boxes given and predict_crops alike."""
+    shape = _w300_meanface()
+    calls = network_calls
     det = LandmarkDetector(_flip_model(tmp_path, shape), flip_test=True, batch_size=3)
     det.predict_crops([astronaut[100:300, 150:310]] * 5)
     assert [len(c) for c in calls] == [6, 4]
@@ -912,18 +919,9 @@ def test_flip_test_survives_pickling(tmp_path):
     assert pickle.loads(pickle.dumps(det)).flip_test
 
 
-def test_tracking_runs_the_mirrors_too(tmp_path, astronaut, monkeypatch):
+def test_tracking_runs_the_mirrors_too(tmp_path, astronaut, network_calls):
     """track() goes through the same network stage: every call holds crops and mirrors."""
-    from pipdetect.model import LoadedModel
-
-    calls: list[np.ndarray] = []
-    real = LoadedModel.run
-
-    def counting(self, batch):
-        calls.append(batch.copy())
-        return real(self, batch)
-
-    monkeypatch.setattr(LoadedModel, "run", counting)
+    calls = network_calls
     det = LandmarkDetector(_flip_model(tmp_path, _w300_meanface()), flip_test=True)
     frames = list(det.track([astronaut, astronaut], boxes=[BOX], smoothing=False))
     assert len(frames) == 2 and all(len(f) == 1 for f in frames)
