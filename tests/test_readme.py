@@ -115,24 +115,19 @@ def test_video_speed_table_matches_video_results_json() -> None:
         assert results["speed"]["cpu_summary"] in table
 
 
-def test_whole_photo_table_matches_photo_results_json() -> None:
-    """docs/accuracy-and-speed.md's whole-photo tables (pipdetect against dlib, int8) are
-    what benchmarks/photo_bench.py printed into benchmarks/photo_results.json, CPU named."""
-    results = json.loads((ROOT / "benchmarks" / "photo_results.json").read_text())
+@pytest.mark.parametrize(("results_file", "script", "table"), [
+    ("photo_results.json", "photo_bench.py", "whole-photo"),
+    ("heads_results.json", "heads_bench.py", "neighbour-heads"),
+])
+def test_benchmark_table_matches_its_json(results_file: str, script: str, table: str) -> None:
+    """docs/accuracy-and-speed.md's whole-photo tables (pipdetect against dlib, int8) and
+    its table of the neighbour heads at the selected cells against full maps are what
+    benchmarks/photo_bench.py and heads_bench.py printed into their JSON, CPU named."""
+    results = json.loads((ROOT / "benchmarks" / results_file).read_text())
     assert results["cpu"] in results["markdown"]
     assert results["markdown"] in ACCURACY_AND_SPEED.read_text(), (
-        "docs/accuracy-and-speed.md's whole-photo table differs from "
-        "benchmarks/photo_results.json: paste the markdown of the last photo_bench.py run")
-
-
-def test_neighbour_heads_table_matches_heads_results_json() -> None:
-    """The table of the neighbour heads at the selected cells against full maps is what
-    benchmarks/heads_bench.py printed into benchmarks/heads_results.json, CPU named."""
-    results = json.loads((ROOT / "benchmarks" / "heads_results.json").read_text())
-    assert results["cpu"] in results["markdown"]
-    assert results["markdown"] in ACCURACY_AND_SPEED.read_text(), (
-        "docs/accuracy-and-speed.md's neighbour-heads table differs from "
-        "benchmarks/heads_results.json: paste the markdown of the last heads_bench.py run")
+        f"docs/accuracy-and-speed.md's {table} table differs from "
+        f"benchmarks/{results_file}: paste the markdown of the last {script} run")
 
 
 def test_readme_is_a_front_page() -> None:

@@ -1022,8 +1022,6 @@ def _flip_average(
 
 def _mirror_indices(scheme: str, num_landmarks: int) -> np.ndarray | None:
     """A named scheme's mirror permutation (:attr:`Scheme.mirror`), or ``None``."""
-    from .schemes import SCHEMES
-
     known = SCHEMES.get(scheme)
     if known is None or known.num_points != num_landmarks or known.mirror is None:
         return None
@@ -1032,8 +1030,6 @@ def _mirror_indices(scheme: str, num_landmarks: int) -> np.ndarray | None:
 
 def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """The (right eye, left eye) landmark indices of a named scheme, or ``None``."""
-    from .schemes import SCHEMES
-
     known = SCHEMES.get(scheme)
     if known is None or known.num_points != num_landmarks:
         return None
