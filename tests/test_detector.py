@@ -930,21 +930,30 @@ def test_tracking_runs_the_mirrors_too(tmp_path, astronaut, network_calls):
         np.testing.assert_array_equal(c[len(c) // 2:], c[: len(c) // 2, :, :, ::-1])
 
 
-def test_the_diagonal_search_turns_a_large_photo_only_once_shrunk(default_det):
-    """A 3000 x 2000 photo is scaled down before it is turned 45 degrees: every picture
-    the face detector gets is within detection_size (640), not the 3,536-pixel canvas of
-    the full photo (37 MB), and what it finds maps back into the photo's own pixels
-    (the canvas's centre to the photo's, sizes scaled up)."""
-    from pipdetect.faces import Detections, FaceFinder
-
-    det = default_det
-    seen: list[tuple[int, ...]] = []
+def _centred_face_finder(seen: list[tuple[int, ...]]) -> Any:
+    """A stand-in for ``FaceFinder.find``: one upright 40 x 48 face at the centre of every
+    picture it gets, whose shapes it appends to ``seen``."""
+    from pipdetect.faces import Detections
 
     def fake(self: Any, picture: np.ndarray) -> Detections:
         seen.append(picture.shape)
         centre = (np.array(picture.shape[1::-1], dtype=np.float64) - 1) / 2
         box, kps = _yunet_like(centre, np.array([40.0, 48.0]), 0.0)
         return Detections(box[None], np.array([0.9]), kps[None])
+
+    return fake
+
+
+def test_the_diagonal_search_turns_a_large_photo_only_once_shrunk(default_det):
+    """A 3000 x 2000 photo is scaled down before it is turned 45 degrees: every picture
+    the face detector gets is within detection_size (640), not the 3,536-pixel canvas of
+    the full photo (37 MB), and what it finds maps back into the photo's own pixels
+    (the canvas's centre to the photo's, sizes scaled up)."""
+    from pipdetect.faces import FaceFinder
+
+    det = default_det
+    seen: list[tuple[int, ...]] = []
+    fake = _centred_face_finder(seen)
 
     image = np.zeros((2000, 3000, 3), dtype=np.uint8)
     with pytest.MonkeyPatch.context() as mp:
@@ -958,3 +967,25 @@ def test_the_diagonal_search_turns_a_large_photo_only_once_shrunk(default_det):
     np.testing.assert_allclose(centres, [[1499.5, 999.5]] * 4, atol=2.0)
     sizes = np.sort(found.boxes[:, 2:] - found.boxes[:, :2], axis=1)
     np.testing.assert_allclose(sizes, [[40 / scale, 48 / scale]] * 4, rtol=0.01)
+
+
+@pytest.mark.parametrize("turn", [1, 2, 3])
+def test_a_large_photo_is_shrunk_before_a_quarter_turn(default_det, turn):
+    """A 3000 x 2000 photo searched turned a quarter is scaled down first: the face
+    detector gets a picture within detection_size (no full-size turned copy), and what it
+    finds maps back into the photo's own pixels (centre to centre, sizes scaled up)."""
+    from pipdetect.faces import FaceFinder
+
+    seen: list[tuple[int, ...]] = []
+    fake = _centred_face_finder(seen)
+
+    image = np.zeros((2000, 3000, 3), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FaceFinder, "find", fake)
+        found = default_det.find_faces(image, turn=turn)
+    assert len(seen) == 1 and max(seen[0][:2]) <= 640, seen
+    np.testing.assert_allclose((found.boxes[0, :2] + found.boxes[0, 2:]) / 2, [1499.5, 999.5],
+                               atol=1.0)
+    size = found.boxes[0, 2:] - found.boxes[0, :2]
+    want = np.array([40.0, 48.0]) * 3000 / 640
+    np.testing.assert_allclose(size, want if turn == 2 else want[::-1], rtol=0.01)

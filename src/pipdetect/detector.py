@@ -17,7 +17,7 @@ under a landmark.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -547,12 +547,16 @@ class LandmarkDetector:
         mapped back into ``image`` (boxes stay axis-aligned there).
         """
         k = int(turn) % 4
-        found = self._face_finder().find(np.rot90(image, -k) if k else image)
+        small, to_small = image, np.eye(3)
+        if k:  # shrink before turning: the face detector would, after a full-size copy
+            small, to_small = self._shrunk(image, max(image.shape[:2]), round)
+        found = self._face_finder().find(np.rot90(small, -k) if k else small)
         face_boxes, scores, keypoints = found.boxes, found.scores, found.keypoints
         if len(face_boxes) == 0:
             return _no_faces()
         if k:
-            m = _unturn(k, image.shape[:2])
+            m = (np.linalg.inv(to_small)
+                 @ np.vstack([_unturn(k, small.shape[:2]), [0.0, 0.0, 1.0]]))[:2]
             corners = _apply(m, face_boxes.reshape(-1, 2, 2))
             face_boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
             keypoints = _apply(m, keypoints)
@@ -573,7 +577,9 @@ class LandmarkDetector:
         turned with it. Faces of each turned picture: largest box first, at most
         :attr:`max_faces`.
         """
-        small, to_small = self._shrunk_for_diagonal(image)
+        # the canvas of the photo turned 45 degrees is (h + w) / sqrt(2) pixels wide;
+        # rounding the shrunk photo's size down keeps that within detection_size
+        small, to_small = self._shrunk(image, sum(image.shape[:2]) * np.sqrt(0.5), int)
         canvas, to_canvas = turned_image(small, DIAGONAL)
         back = np.linalg.inv(np.vstack([to_canvas, [0.0, 0.0, 1.0]]) @ to_small)
         unshrink = float(np.sqrt(abs(np.linalg.det(back[:2, :2]))))
@@ -597,23 +603,23 @@ class LandmarkDetector:
                 found.scores, keypoints))
         return _concat_faces(parts) if parts else _no_faces()
 
-    def _shrunk_for_diagonal(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``image`` scaled down (``INTER_AREA``) so that its 45-degree canvas is no larger
-        than ``detection_size``, which the face detector would scale it to anyway; and
-        the (3, 3) map from pixels of ``image`` to pixels of the result (centres at
-        integers). Without it, a 10,000-pixel photo would first be turned at full size
-        onto a canvas of 14,143 x 14,143 pixels (600 MB)."""
-        import cv2
+    def _shrunk(self, image: np.ndarray, side: float,
+                fit: Callable[[float], int]) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` shrunk (:func:`~pipdetect.faces.downscale`) by ``detection_size /
+        side`` (its pixel counts rounded by ``fit``), where ``side`` is the longest side of
+        the picture the face detector will get made from it (a turned copy), so that the
+        detector need not shrink that picture itself: turning a photo at full size first
+        costs a full-size copy (300 MB for a 10,000-pixel photo; its 45-degree canvas,
+        600 MB). Unchanged when ``side`` is within ``detection_size``. Also returns the
+        (3, 3) map from pixels of ``image`` to pixels of the result (centres at integers)."""
+        from .faces import downscale
 
-        h, w = image.shape[:2]
         limit = self._face_options["max_side"]
-        side = (h + w) * np.sqrt(0.5)  # the canvas's side, turned 45 degrees
         if limit is None or side <= limit:
             return image, np.eye(3)
+        h, w = image.shape[:2]
         scale = limit / side
-        new_w, new_h = max(1, int(w * scale)), max(1, int(h * scale))
-        small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        sx, sy = new_w / w, new_h / h  # pixel centres: x' = (x + 0.5) * sx - 0.5
+        small, sx, sy = downscale(image, max(1, fit(w * scale)), max(1, fit(h * scale)))
         return small, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5],
                                 [0.0, 0.0, 1.0]])
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError, InvalidImageError
 
-__all__ = ["KEYPOINT_NAMES", "MIN_MAX_SIDE", "Detections", "FaceFinder"]
+__all__ = ["KEYPOINT_NAMES", "MIN_MAX_SIDE", "Detections", "FaceFinder", "downscale"]
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
 """YuNet's five keypoints, in its output order. "Right" is the subject's right, which
@@ -68,6 +68,18 @@ _OUTPUT_NAMES = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps")
                  for stride in _STRIDES]
 _ORT_THREADS = 1
 """Intra-op threads of the YuNet session (see the module docstring for the measurement)."""
+
+
+def downscale(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """``image`` (H, W, C) shrunk to ``width`` x ``height`` pixels with ``INTER_AREA``, as
+    the face detector shrinks a photo to ``max_side``, and the scales applied per axis,
+    ``sx = width / W`` and ``sy = height / H``: a pixel centre ``x`` of ``image`` is
+    ``(x + 0.5) * sx - 0.5`` in the result."""
+    import cv2
+
+    small = cv2.resize(np.ascontiguousarray(image), (width, height),
+                       interpolation=cv2.INTER_AREA)
+    return small, width / image.shape[1], height / image.shape[0]
 
 
 @dataclass(frozen=True)
@@ -254,7 +266,6 @@ class FaceFinder:
         Returns :class:`Detections` in original-image pixels, in YuNet's order.
         Images too small to hold a face (a side under 10 pixels) give no faces.
         """
-        import cv2
 
         if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
             raise InvalidImageError(
@@ -274,12 +285,9 @@ class FaceFinder:
         sx = sy = 1.0
         if self._max_side is not None and max(height, width) > self._max_side:
             s = self._max_side / max(height, width)
-            new_w = min(self._max_side, max(1, round(width * s)))
-            new_h = min(self._max_side, max(1, round(height * s)))
-            if min(new_w, new_h) < _MIN_SIDE:
+            small, sx, sy = downscale(small, max(1, round(width * s)), max(1, round(height * s)))
+            if min(small.shape[:2]) < _MIN_SIDE:
                 return Detections.empty()
-            small = cv2.resize(small, (new_w, new_h), interpolation=cv2.INTER_AREA)
-            sx, sy = new_w / width, new_h / height
 
         raw = self._detect(small)
         if len(raw) == 0:
