@@ -304,8 +304,10 @@ def session_variants(path: Path, threads: int | None) -> dict[str, Any]:
         "2 threads": make(threads=2),
         "graph level EXTENDED": make(level=level.ORT_ENABLE_EXTENDED, threads=threads),
         "graph level BASIC": make(level=level.ORT_ENABLE_BASIC, threads=threads),
-        "spinning workers": make(threads=threads,
-                                 config={"session.intra_op.allow_spinning": "1"}),
+        # (spinning also between runs is left out: its workers would spin while the
+        # other sessions of this process run; threads_bench.py gives each its process)
+        "never spinning": make(threads=threads,
+                               config={"session.intra_op.allow_spinning": "0"}),
         "no memory arena": make(threads=threads, arena=False),
         "denormals as zero": make(threads=threads,
                                   config={"session.set_denormal_as_zero": "1"}),
@@ -589,29 +591,6 @@ def bench_tuning(path: Path, timer: Timer, args: argparse.Namespace) -> dict[str
         base = s["pipdetect (load_model)"]
         out[str(b)] = {k: {"ms_per_face": round(med(v) * 1000 / b, 3),
                            "ratio": round(ratio(v, base), 3)} for k, v in s.items()}
-    # Spinning matters between network calls, so compare it on whole photos too: the
-    # same detector with its session swapped (a private attribute; benchmark only).
-    import dataclasses
-
-    from pipdetect import LandmarkDetector
-
-    det = OnePass(LandmarkDetector(path, threads=args.threads))  # random weights: OnePass
-    spin = OnePass(LandmarkDetector(path, threads=args.threads))
-    spin.det._model = dataclasses.replace(spin.det._model, session=sessions["spinning workers"])
-    photo = make_photos()[PHOTOS[0]]
-    box = det.detect(photo)[0].box
-    log("  spinning, whole pipeline")
-    s = timer.run({
-        "photo": lambda: det.detect(photo), "photo, spinning": lambda: spin.detect(photo),
-        "box": lambda: det.detect(photo, boxes=[box]),
-        "box, spinning": lambda: spin.detect(photo, boxes=[box]),
-    })
-    out["pipeline"] = {
-        "photo_ms": ms(s["photo"]), "photo_spinning_ms": ms(s["photo, spinning"]),
-        "photo_spinning_ratio": round(ratio(s["photo, spinning"], s["photo"]), 3),
-        "box_ms": ms(s["box"]), "box_spinning_ms": ms(s["box, spinning"]),
-        "box_spinning_ratio": round(ratio(s["box, spinning"], s["box"]), 3),
-    }
     return out
 
 
@@ -807,12 +786,9 @@ def markdown(report: dict[str, Any]) -> str:
             a, b = tuning["1"][key], tuning["16"][key]
             lines.append(f"| {key} | {a['ms_per_face']:.1f} ({a['ratio']:.2f}) | "
                          f"{b['ms_per_face']:.1f} ({b['ratio']:.2f}) |")
-        p = tuning["pipeline"]
         lines.append("")
-        lines.append(f"Spinning workers in the whole pipeline (640x480, 1 face): photo with "
-                     f"detection {p['photo_ms']:.1f} ms without, {p['photo_spinning_ms']:.1f} ms "
-                     f"with ({p['photo_spinning_ratio']:.2f}x); box given {p['box_ms']:.1f} vs "
-                     f"{p['box_spinning_ms']:.1f} ms ({p['box_spinning_ratio']:.2f}x).")
+        lines.append("Spinning on whole photos, each setting in a process of its own: "
+                     "`threads_bench.py`.")
         lines.append("")
     lines.append("**Targets**")
     lines.append("")

@@ -177,6 +177,14 @@ def test_threads_share_one_finder(astronaut: np.ndarray) -> None:
         np.testing.assert_array_equal(det.scores, ref.scores)
 
 
+def test_face_detector_workers_never_spin(finder: FaceFinder) -> None:
+    """The face detector runs right before the landmark network, whose workers spin within
+    its runs: the detector's own workers never spin, so the two pools never hold more
+    busy threads than there are cores (benchmarks/threads_bench.py)."""
+    options = finder._session().get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 @pytest.mark.parametrize("kwargs", [
     {"score_threshold": -0.1}, {"score_threshold": 1.5}, {"score_threshold": "high"},
     {"score_threshold": float("nan")}, {"nms_threshold": 2.0}, {"nms_threshold": None},

@@ -191,6 +191,16 @@ def test_threads_argument(known_model):
         load_model(known_model, threads=0)
 
 
+def test_landmark_workers_spin_only_within_a_run(known_model):
+    """The landmark session's workers spin between operators of a run and stop when the
+    run ends (an idle process stays idle; benchmarks/threads_bench.py has the timings);
+    threads=N still sets the pool's size."""
+    options = load_model(known_model, threads=2).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == 2
+
+
 def test_format_versions_one_and_two_are_read_and_two_is_written(tmp_path, wflw_meanface):
     """Version 2 (what convert writes) has its neighbour outputs at the selected cells,
     version 1 full maps; a file whose outputs are not its version's form is refused, and a

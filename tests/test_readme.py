@@ -118,6 +118,7 @@ def test_video_speed_table_matches_video_results_json() -> None:
 @pytest.mark.parametrize(("results_file", "script", "table"), [
     ("photo_results.json", "photo_bench.py", "whole-photo"),
     ("heads_results.json", "heads_bench.py", "neighbour-heads"),
+    ("threads_results.json", "threads_bench.py", "thread-settings"),
 ])
 def test_benchmark_table_matches_its_json(results_file: str, script: str, table: str) -> None:
     """docs/accuracy-and-speed.md's whole-photo tables (pipdetect against dlib, int8) and

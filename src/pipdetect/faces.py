@@ -28,11 +28,10 @@ about 1e-4 px and 1e-6 in score on the 224 LFPW test photos, the astronaut and
 variants of it. Speed, median of 150 interleaved ``find`` calls, two runs on a
 shared 2-core machine (onnxruntime 1.32, OpenCV 5.0): 640x480 5.4 / 10.6 ms vs
 8.1 / 13.0 ms with ``cv2.FaceDetectorYN`` (1.5x / 1.2x); 1920x1080 (detected at
-640x360) 6.0 / 5.9 ms vs 7.8 / 7.9 ms (1.3x), on one onnxruntime thread where
-OpenCV uses two. Two non-spinning intra-op threads ran no
-faster than one on this small network (6.9 vs 6.7 ms per run at 640x480); only with
-spinning workers (3.8 ms) were they faster, and pipdetect's sessions do not spin (see
-:func:`pipdetect.model._session_options`), so the session uses one thread.
+640x360) 6.0 / 5.9 ms vs 7.8 / 7.9 ms (1.3x), then on one onnxruntime thread where
+OpenCV uses two. The session now has as many threads as the landmark sessions (one per
+physical core) but workers that never spin (:func:`pipdetect.model._session_options`):
+two threads made a whole photo faster than one (``benchmarks/threads_bench.py``).
 """
 
 from __future__ import annotations
@@ -66,8 +65,6 @@ _DIVISOR = 32
 """The network's input is zero-padded (bottom and right) to a multiple of this many pixels."""
 _OUTPUT_NAMES = [f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps")
                  for stride in _STRIDES]
-_ORT_THREADS = 1
-"""Intra-op threads of the YuNet session (see the module docstring for the measurement)."""
 
 
 def downscale(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
@@ -117,9 +114,9 @@ def _new_session() -> Any:
 
     from .model import new_session_options
 
-    # The landmark sessions' options (no spinning), on one thread of its own, or on the
-    # process-wide pool of pipdetect.set_global_threads() when that is on.
-    options = new_session_options(ort, None, default_threads=_ORT_THREADS)
+    # The landmark sessions' thread count (onnxruntime's default), or the process-wide
+    # pool of pipdetect.set_global_threads() when that is on; workers never spin.
+    options = new_session_options(ort, None, spin=False)
     return ort.InferenceSession(_model_bytes().tobytes(), sess_options=options,
                                 providers=["CPUExecutionProvider"])
 

@@ -560,19 +560,19 @@ def load_model(
         return loaded
 
 
-def new_session_options(ort: Any, threads: int | None, *,
-                        default_threads: int | None = None) -> Any:
-    """Options for a new onnxruntime session of pipdetect's (landmark or face model).
+def new_session_options(ort: Any, threads: int | None, *, spin: bool = True) -> Any:
+    """Options for a new onnxruntime session of pipdetect's (landmark or face model;
+    ``spin``: whether its workers spin within a run, see :func:`_session_options`).
 
     ``threads`` given: a pool of that many threads for this session. ``None``: the
     process-wide pool of :func:`set_global_threads` if it is on, otherwise a pool of
-    ``default_threads`` (``None``: onnxruntime's default, one per physical core).
+    onnxruntime's default size (one thread per physical core).
     Marks the process as having sessions, so that a later :func:`set_global_threads`
     (which must precede onnxruntime's first session) is refused. Internal.
     """
     global _SESSIONS_CREATED
     pooled = threads is None and _GLOBAL_THREADS is not None
-    options = _session_options(ort, threads if threads is not None or pooled else default_threads)
+    options = _session_options(ort, threads, spin=spin)
     if pooled:
         options.use_per_session_threads = False
     _SESSIONS_CREATED = True
@@ -607,7 +607,7 @@ def _open(ort: Any, path: Path, threads: int | None, providers: list[str] | None
     return LoadedModel(session=session, spec=spec, path=path, neighbours_at_cell=at_cell)
 
 
-def _session_options(ort: Any, threads: int | None) -> Any:
+def _session_options(ort: Any, threads: int | None, *, spin: bool = True) -> Any:
     """onnxruntime session options, chosen from measurements (benchmarks/README.md).
 
     * Graph optimisation ``ORT_ENABLE_ALL`` (also onnxruntime's default, set
@@ -616,17 +616,25 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     * Intra-op threads: onnxruntime's default (one per physical core) unless
       ``threads`` is given; 2 threads run ResNet-18 about 1.5x faster than 1 on
       2 cores. Sequential execution, so inter-op threads are irrelevant (1).
-    * Worker threads do not spin-wait between runs: an idle process stays idle
-      (no core burnt between video frames or requests). Spinning would be a few
-      per cent faster (2 % per photo, 4-6 % with boxes given, since the face
-      detector runs on onnxruntime's single caller thread; when it ran in
-      OpenCV's threads, not spinning was 4-16 % faster per photo).
+    * Spinning (``benchmarks/threads_bench.py``, each setting in its own process).
+      With ``spin`` (the landmark networks), worker threads spin-wait *within* a
+      run, between one operator's parallel work and the next's, and stop when
+      the run ends (``session.force_spinning_stop``): an idle process stays idle,
+      with no core burnt between video frames or requests. Without ``spin`` (the
+      face detector) they never spin, so that two spinning pools never hold more
+      busy threads than there are cores. Against never spinning with the face
+      detector on one thread (pipdetect 0.3.0), a whole photo took 0.84x the
+      time and one crop's network pass 0.91x; onnxruntime's default (spinning
+      also for tens of milliseconds after each run) took 1.58x, as each
+      session's pool spins while the other works.
     * Memory arena and memory patterns: onnxruntime's defaults (on); a process
       that loads ResNet-18 and processes a photo peaks at about 230 MB with them.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
