@@ -119,6 +119,7 @@ def test_video_speed_table_matches_video_results_json() -> None:
     ("photo_results.json", "photo_bench.py", "whole-photo"),
     ("heads_results.json", "heads_bench.py", "neighbour-heads"),
     ("threads_results.json", "threads_bench.py", "thread-settings"),
+    ("isa_results.json", "isa_bench.py", "AVX2-kernels"),
 ])
 def test_benchmark_table_matches_its_json(results_file: str, script: str, table: str) -> None:
     """docs/accuracy-and-speed.md's whole-photo tables (pipdetect against dlib, int8) and
