@@ -6,6 +6,7 @@ photo, labelled by the bundled model), so it needs neither ../shared nor a netwo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -328,3 +329,116 @@ def test_release_records_the_model_a_run_continued_from(tmp_path: Path) -> None:
     assert info["epochs"] == 3
     assert info["total_epochs"] == 3 + int(own.get("total_epochs", own["epochs"]))
     assert "continued_from" not in release.info_for(run, None)["training"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(size=st.integers(-600, 600))
+def test_input_size_must_be_a_positive_multiple_of_the_stride(size: int) -> None:
+    if size > 0 and size % 32 == 0:
+        assert train.input_size(str(size)) == size
+        return
+    with pytest.raises(argparse.ArgumentTypeError, match="not a positive multiple of the stride"):
+        train.input_size(str(size))
+    with pytest.raises(ValueError, match="multiple of the stride 32"):
+        nets.build("efficientnet_lite0", pretrained=False, input_size=size)
+
+
+def test_input_size_option(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data", "d", "--out", "o"]
+    assert train.parse(base).input_size == 256
+    assert train.parse([*base, "--input-size", "224"]).input_size == 224
+    for bad in ("200", "0", "-32", "224px"):
+        with pytest.raises(SystemExit):
+            train.parse([*base, "--input-size", bad])
+        assert "not a positive multiple of the stride 32" in capsys.readouterr().err
+
+
+def test_a_state_dict_fits_a_network_of_any_input_size() -> None:
+    """Lite0's TensorFlow padding is fixed when the network is built, yet the same at
+    every multiple of 32 and not in the state_dict: a 256 model loads into a 96 one,
+    which gives 3x3 maps (224 would give 7x7)."""
+    big = nets.build("efficientnet_lite0", pretrained=False)
+    small = nets.build("efficientnet_lite0", pretrained=False, input_size=96)
+    small.load_state_dict(big.state_dict())  # strict: same keys and shapes
+    pads = [(n, m.static_padding) for n, m in big.named_modules() if hasattr(m, "static_padding")]
+    small_pads = dict((n, m.static_padding) for n, m in small.named_modules()
+                      if hasattr(m, "static_padding"))
+    assert pads and all(repr(p) == repr(small_pads[n]) for n, p in pads)
+    small.eval()
+    with torch.no_grad():
+        maps = small(torch.zeros(1, 3, 96, 96))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(3, 3)] * 5
+
+
+def test_blur_is_the_same_part_of_the_face_at_every_input_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blur's sigma scales with the crop (2 px of a 256 crop is 1 px of a 128 one)."""
+    seen: list[tuple[int, float]] = []
+    blur = cv2.GaussianBlur
+
+    def spy(img: np.ndarray, ksize: tuple[int, int], sigma: float) -> np.ndarray:
+        seen.append((img.shape[0], sigma))
+        return blur(img, ksize, sigma)
+
+    monkeypatch.setattr(cv2, "GaussianBlur", spy)
+    image = cv2.imread(str(EXAMPLE_IMAGE))
+    face = D.Face(image, np.random.default_rng(1).uniform(180, 330, (68, 2)), "x")
+    aug = dataclasses.replace(D.NO_AUGMENT, blur_p=1.0, blur_sigma=8.0)
+    for size in (256, 128):
+        for seed in range(3):
+            crop, _ = D.make_example(face, np.random.default_rng(seed), aug, size)
+            assert crop.shape == (size, size, 3)
+    assert [s for s, _ in seen] == [256] * 3 + [128] * 3
+    np.testing.assert_allclose([s for _, s in seen[3:]], [s / 2 for _, s in seen[:3]])
+
+
+def test_resuming_a_run_at_another_input_size_is_refused(tmp_path: Path) -> None:
+    """A last.pt from before --input-size (no such key) is a 256 run."""
+    out = tmp_path / "old"
+    out.mkdir()
+    torch.save({"epoch": 3}, out / "last.pt")
+    with pytest.raises(SystemExit, match="run at --input-size 256, not 224"):
+        train.main(["--data", str(tmp_path / "none"), "--out", str(out), "--input-size", "224"])
+
+
+def test_training_at_another_input_size_releases_a_model_of_that_size(tmp_path: Path) -> None:
+    """--input-size 96 from the shipped (256) model: trained, refused when resumed at
+    another size, released by release.py with (96, 96) in the metadata, and the ONNX
+    network is the PyTorch one at 96 (3x3 maps, like 224's 7x7 an odd count)."""
+    from pipdetect import LandmarkDetector
+    from pipdetect.model import load_model
+
+    release = load_script(ROOT / "training" / "release.py", "release")
+    data, val, out = tmp_path / "faces", tmp_path / "val", tmp_path / "run96"
+    shipped = ASSETS / "pipnet-lite0-300w.onnx"
+    _tiny_dataset(data)
+    _tiny_dataset(val, count=4)
+    args = ["--data", str(data), "--val", str(val), "--out", str(out),
+            "--one-based", "--batch-size", "2", "--max-steps", "2", "--epochs", "1",
+            "--detector-epochs", "1", "--threads", "1", "--init", str(shipped),
+            "--input-size", "96"]
+    assert train.main(args) == 0
+    assert json.loads((out / "run.json").read_text())["args"]["input_size"] == "96"
+    with pytest.raises(SystemExit, match="run at --input-size 96, not 128"):
+        train.main([*args, "--input-size", "128"])
+
+    model = tmp_path / "tiny96.onnx"
+    assert release.main(["--run", str(out), "--val", str(val), "--name", "tiny96",
+                         "-o", str(model), "--no-facts", "--parent", str(shipped)]) == 0
+    det = LandmarkDetector(model, threads=1)
+    assert det.spec.input_size == (96, 96)
+    points = det(cv2.imread(str(EXAMPLE_IMAGE)))
+    assert points.shape == (68, 2) and np.isfinite(points).all()
+
+    net = nets.build("efficientnet_lite0", pretrained=False, input_size=96)
+    net.load_state_dict(torch.load(out / "final.pth", map_location="cpu", weights_only=True))
+    net.eval()
+    x = np.random.default_rng(0).normal(size=(2, 3, 96, 96)).astype(np.float32)
+    with torch.no_grad():
+        ref = [o.numpy() for o in net(torch.from_numpy(x))]
+    assert all(r.shape[-2:] == (3, 3) for r in ref)
+    got = load_model(model, threads=1).session.run(None, {"image": x})
+    for a, b in zip(got, ref, strict=True):
+        if a.ndim == 2:  # neighbour outputs, read at the cells the model's cls selects
+            b = at_selected_cells(got[0], b)
+        assert np.abs(a - b).max() < 1e-3 * max(1.0, np.abs(b).max())

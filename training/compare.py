@@ -11,7 +11,8 @@ with ``training/release.py``'s conversion into a temporary file, measured with
 milliseconds per face with the box given (crop, network, decoding) and per
 640x480 photo (YuNet included), the models taking turns round by round so that
 the shared machine's noise falls on all of them alike. Prints a Markdown table
-(the one in ``training/README.md``) and the CPU it ran on.
+(the one in ``training/README.md``; ``input``: the network's input side in pixels,
+from the model's metadata or the run's ``--input-size``) and the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def model_facts(path: Path) -> dict[str, Any]:
         seconds += float(record.get("train_seconds", 0))
         record = (record.get("continued_from") or {}).get("training") or {}
     settings = training.get("settings") or {}
-    return {"backbone": spec.backbone, "precision": settings.get("precision", "fp32"),
+    return {"backbone": spec.backbone, "input": spec.input_size[0],
+            "precision": settings.get("precision", "fp32"),
             "epochs": training.get("total_epochs", training.get("epochs", "-")),
             "train_minutes": round(seconds / 60) if seconds else "-"}
 
 
 def main(argv: list[str] | None = None) -> int:
     from evaluate import evaluate_model
-    from release import convert, info_for, read_run
+    from release import convert, info_for, input_size_of, read_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+",
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 convert(run, out, info_for(run, None), run.name, backbone)
                 meta, log = read_run(run)
                 rows.append({"run": run.name, "backbone": backbone,
+                             "input": input_size_of(run),
                              "precision": meta["args"].get("precision", "fp32"),
                              "epochs": len(log),
                              "train_minutes": round(sum(r["train_seconds"] for r in log) / 60),
@@ -138,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             row.update({k: round(v, 1) for k, v in t.items()})
     print(f"CPU: {cpu_name()}, {__import__('os').cpu_count()} cores; "
           f"onnxruntime {__import__('onnxruntime').__version__}")
-    print("| model | backbone | training | epochs | minutes | NME true-landmark crops | "
+    print("| model | backbone | input | training | epochs | minutes | NME true-landmark crops | "
           "NME end to end | failures > 10 % | ms / face (box given) | ms / 640x480 photo | MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['backbone']} | {r['precision']} | {r['epochs']} | "
-              f"{r['train_minutes']} | "
+        print(f"| {r['run']} | {r['backbone']} | {r['input']} | {r['precision']} | "
+              f"{r['epochs']} | {r['train_minutes']} | "
               f"{r['gt_crops_nme_pct']:.2f} % | {r['end_to_end_nme_pct']:.2f} % | "
               f"{r['end_to_end_failure_rate_10pct']:.1f} % | {r['ms_per_face']} | "
               f"{r['ms_per_photo']} | {r['mb']} |")

@@ -1,4 +1,4 @@
-"""Annotated faces -> augmented 256x256 training crops and PIP-Net targets.
+"""Annotated faces -> augmented training crops (256x256 by default) and PIP-Net targets.
 
 Coordinates follow pipdetect (``pipdetect.crop``): 0-based, pixel-centre image
 coordinates (OpenCV convention); a normalised crop coordinate ``u`` is
@@ -6,9 +6,10 @@ coordinates (OpenCV convention); a normalised crop coordinate ``u`` is
 :func:`pipdetect.crop.warp_crops` (bilinear, black outside the photo).
 
 The training crop is the 300W convention of the PIP-Net reference: the 68-point
-landmark box enlarged 1.1 about its centre, stretched to 256x256. Late in
-training the crop can instead come from the library's own path, YuNet box ->
-crop policy (``detector_crops``), the crop the model sees in use.
+landmark box enlarged 1.1 about its centre, stretched to 256x256 (or any other
+size: the same part of the face at another resolution). Late in training the
+crop can instead come from the library's own path, YuNet box -> crop policy
+(``detector_crops``), the crop the model sees in use.
 
 Nothing here writes anything: the faces are read in place (300-W is for research
 use only).
@@ -167,7 +168,9 @@ class Augment:
     """Random augmentation, each part with its own probability (as in the reference).
 
     Geometric parts are one similarity transform about the crop centre (a single
-    resampling of the photo); photometric parts then act on the 256x256 crop.
+    resampling of the photo); photometric parts then act on the crop. Sizes are
+    fractions of the crop (the blur: pixels of a 256x256 crop, scaled with the crop),
+    so an augmentation does the same to the face at every input size.
     """
 
     rotate_p: float = 0.5
@@ -185,7 +188,8 @@ class Augment:
     grey_p: float = 0.2
     blur_p: float = 0.3
     blur_sigma: float = 2.0
-    """Gaussian blur sigma uniform in [0, blur_sigma] pixels of the 256x256 crop."""
+    """Gaussian blur sigma uniform in [0, blur_sigma] pixels of a 256x256 crop (times
+    size / 256 for a crop of another size)."""
     occlude_p: float = 0.5
     occlude: float = 0.4
     """Occluding rectangle up to this fraction of the crop's width and height."""
@@ -279,7 +283,7 @@ def _photometric(crop: np.ndarray, rng: np.random.Generator, aug: Augment) -> np
     if rng.random() < aug.grey_p:
         img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     if rng.random() < aug.blur_p:
-        sigma = rng.uniform(0, aug.blur_sigma)
+        sigma = rng.uniform(0, aug.blur_sigma) * (img.shape[0] / 256)
         if sigma > 0.1:
             img = cv2.GaussianBlur(img, (0, 0), sigma)
     if rng.random() < aug.occlude_p:

@@ -12,6 +12,10 @@ N(0, 0.001), biases 0, no activation. The state_dict keys are what
   ``_depthwise_conv`` / ``_bn1`` / ``_project_conv`` / ``_bn2``, ``_conv_head``,
   ``_bn1``), without the classifier ``_fc``. ReLU6 everywhere; convolutions
   use TensorFlow "SAME" padding (asymmetric for stride 2), BatchNorm eps 1e-3.
+  The package fixes the padding for the ``input_size`` it is built with; at
+  any multiple of 32 every stride-2 convolution meets an even side, so the
+  padding is the same at every such size (what ``pipdetect convert`` builds) and
+  holds no weights: a state_dict fits a network of any input size.
   Never call the package's ``set_swish()``: it replaces Lite's ReLU6 with Swish.
 """
 
@@ -48,7 +52,8 @@ def _run_heads(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 class EfficientLitePIP(nn.Module):
-    """PIP-Net on EfficientNet-Lite0: (B, 3, 256, 256) -> five (B, C, 8, 8) maps."""
+    """PIP-Net on EfficientNet-Lite0: (B, 3, S, S) -> five (B, C, S/32, S/32) maps,
+    S = ``input_size`` (256: 8x8 maps, 224: 7x7)."""
 
     def __init__(self, num_lms: int, num_nb: int, pretrained: bool = True,
                  input_size: int = 256, drop_connect: float = 0.2) -> None:
@@ -164,12 +169,16 @@ def init_from_onnx(net: nn.Module, path: Path, inputs: torch.Tensor) -> None:
             bn.running_var.copy_(var - bn.eps)
 
 
-def build(backbone: str, num_lms: int = 68, num_nb: int = 10, pretrained: bool = True
-          ) -> nn.Module:
+def build(backbone: str, num_lms: int = 68, num_nb: int = 10, pretrained: bool = True,
+          input_size: int = 256) -> nn.Module:
     """A PIP-Net to train: ``efficientnet_lite0`` (ImageNet weights unless
-    ``pretrained=False``) or ``resnet18`` (always from scratch)."""
+    ``pretrained=False``) or ``resnet18`` (always from scratch), for square inputs of
+    ``input_size`` pixels, a positive multiple of the stride 32 (ResNet-18 is the same
+    network at every size)."""
+    if input_size <= 0 or input_size % 32:
+        raise ValueError(f"input_size {input_size} is not a positive multiple of the stride 32")
     if backbone == "efficientnet_lite0":
-        return EfficientLitePIP(num_lms, num_nb, pretrained=pretrained)
+        return EfficientLitePIP(num_lms, num_nb, pretrained=pretrained, input_size=input_size)
     if backbone == "resnet18":
         return resnet18_pip(num_lms, num_nb)
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

@@ -4,8 +4,9 @@
 
 Steps (all through ``pipdetect convert``, the one documented conversion command):
 
-1. convert ``<run>/final.pth`` with the run's crop policy and an info file saying
-   what the model is (training data, licence, provenance from ``<run>/run.json``);
+1. convert ``<run>/final.pth`` with the run's crop policy, its network input size
+   (``train.py --input-size``, from ``<run>/run.json``) and an info file saying
+   what the model is (training data, licence, provenance from ``run.json``);
 2. measure it with ``training/evaluate.py`` on ``--val`` (true-landmark crops and
    end to end through the library);
 3. convert again with the measured accuracy in the info file, so the figures live
@@ -45,6 +46,13 @@ def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta = json.loads((run / "run.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
     return meta, log
+
+
+def input_size_of(run: Path) -> int:
+    """The network input side of a train.py run, in pixels: its ``--input-size``
+    (runs from before the option have no such setting and were trained at 256)."""
+    meta = json.loads((run / "run.json").read_text())
+    return int(meta["args"].get("input_size", 256))
 
 
 def parent_of(model: Path) -> dict[str, Any]:
@@ -92,6 +100,7 @@ def convert(run: Path, out: Path, info: dict[str, Any], name: str, backbone: str
         code = convert_main([
             str(run / "final.pth"), "--backbone", backbone, "--meanface", "300W",
             "--scheme", "300w68", "--crop-policy", str(run / "crop_policy.json"),
+            "--input-size", str(input_size_of(run)),
             "--info", str(info_path), "--name", name, "-o", str(out),
         ])
     if code != 0:

@@ -7,6 +7,9 @@
 Follows the PIP-Net reference (Jin et al. 2021) for the 300W preset: 256x256
 crops from the landmark box x 1.1, stride 32 (8x8 maps), 10 neighbours from the
 300W mean face, loss 10 x MSE(score maps) + L1 of the x/y and neighbour offsets.
+``--input-size N`` (a multiple of 32, e.g. 224: 7x7 maps) samples the same crop at
+N x N pixels instead; the size goes into ``run.json`` and ``release.py`` converts
+with it. ``--init`` takes a model trained at any size (the weights do not depend on it).
 Augmentation: rotation, scale, shift, flip (68-point flip map), colour, grey,
 blur, occlusion (``data.Augment``). In the last ``--detector-epochs`` epochs half
 of the crops start from the library's own crop (YuNet box -> crop policy fitted
@@ -14,12 +17,13 @@ on the training faces), the crop the model sees in use.
 
 Everything written goes to ``--out``, outside the repository: ``last.pt`` (the
 whole state, rewritten after every epoch; the run resumes from it when started
-again with the same ``--out``), ``epochNN.pth`` (state_dict in the layout
-``pipdetect convert`` reads; the final one is ``final.pth``), ``crop_policy.json``,
-``log.jsonl`` (one row per epoch: losses, learning rate, validation NME with
-true-landmark crops and with detector crops, seconds) and ``run.json`` (the
-command, commit and settings). The seed fixes data order, augmentation and
-initialisation; bit-exact repeats need the same CPU kind and thread count.
+again with the same ``--out`` and ``--input-size``), ``epochNN.pth`` (state_dict in
+the layout ``pipdetect convert`` reads; the final one is ``final.pth``),
+``crop_policy.json``, ``log.jsonl`` (one row per epoch: losses, learning rate,
+validation NME with true-landmark crops and with detector crops, seconds) and
+``run.json`` (the command, commit and settings). The seed fixes data order,
+augmentation and initialisation; bit-exact repeats need the same CPU kind and
+thread count.
 """
 
 from __future__ import annotations
@@ -44,12 +48,25 @@ sys.path.insert(0, str(HERE))
 import data as D  # noqa: E402
 
 INPUT = 256
+"""Default network input side in pixels (``--input-size``), the reference's."""
 STRIDE = 32
 NUM_NB = 10
 
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def input_size(text: str) -> int:
+    """``--input-size``: a positive multiple of the stride (32), in pixels."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0 or value % STRIDE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive multiple of the stride {STRIDE} (e.g. 192, 224, 256)")
+    return value
 
 
 def neighbours_300w(num_nb: int = NUM_NB) -> np.ndarray:
@@ -84,14 +101,15 @@ def fit_policy(faces: list[D.Face], ridge: float = 0.001) -> Any:
 
 # ----------------------------------------------------------------------------- batches
 def batches(faces: list[D.Face], order: np.ndarray, batch_size: int, rng: np.random.Generator,
-            aug: D.Augment, neighbours: np.ndarray) -> Any:
-    """Yield (inputs, targets) numpy batches, built one batch ahead in a thread."""
-    grid = (INPUT // STRIDE, INPUT // STRIDE)
+            aug: D.Augment, neighbours: np.ndarray, size: int = INPUT) -> Any:
+    """Yield (inputs, targets) numpy batches of ``size`` x ``size`` crops (maps of
+    ``size / STRIDE`` cells a side), built one batch ahead in a thread."""
+    grid = (size // STRIDE, size // STRIDE)
 
     def build(idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         crops, targets = [], []
         for i in idx:
-            crop, norm = D.make_example(faces[i], rng, aug, INPUT)
+            crop, norm = D.make_example(faces[i], rng, aug, size)
             crops.append(crop)
             targets.append(D.make_targets(norm, neighbours, grid))
         return D.to_input(np.stack(crops)), {k: np.stack([t[k] for t in targets])
@@ -112,7 +130,7 @@ def batches(faces: list[D.Face], order: np.ndarray, batch_size: int, rng: np.ran
 
 # ----------------------------------------------------------------------------- evaluation
 def predict(net: Any, crops: np.ndarray, decoder: Any, batch: int = 32) -> np.ndarray:
-    """Normalised landmarks (N, 68, 2) of (N, 256, 256, 3) BGR crops, pipdetect's decoder."""
+    """Normalised landmarks (N, 68, 2) of (N, S, S, 3) BGR crops, pipdetect's decoder."""
     import torch
 
     out = []
@@ -123,8 +141,9 @@ def predict(net: Any, crops: np.ndarray, decoder: Any, batch: int = 32) -> np.nd
     return np.concatenate(out)
 
 
-def evaluate(net: Any, faces: list[D.Face], decoder: Any) -> dict[str, float]:
-    """Mean inter-ocular NME (%) with true-landmark crops and with detector crops.
+def evaluate(net: Any, faces: list[D.Face], decoder: Any, size: int = INPUT) -> dict[str, float]:
+    """Mean inter-ocular NME (%) with true-landmark crops and with detector crops, the
+    crops warped to ``size`` x ``size`` pixels.
 
     Faces YuNet misses count in the first number only (``detector_missed``)."""
     from pipdetect.crop import as_crops, crops_to_image, warp_crops
@@ -135,7 +154,7 @@ def evaluate(net: Any, faces: list[D.Face], decoder: Any) -> dict[str, float]:
         items = [(f, D.landmark_crop(f.points) if kind == "gt" else f.detector_crop)
                  for f in faces]
         items = [(f, c) for f, c in items if c is not None]
-        crops = np.concatenate([warp_crops(f.image, c[None], (INPUT, INPUT)) for f, c in items])
+        crops = np.concatenate([warp_crops(f.image, c[None], (size, size)) for f, c in items])
         pred = predict(net, crops, decoder)
         pix = crops_to_image(pred, np.concatenate([as_crops(c) for _, c in items]))
         truth = np.array([f.points for f, _ in items])
@@ -154,6 +173,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the .pts files hold the original 1-based 300-W coordinates")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    choices=("efficientnet_lite0", "resnet18"))
+    p.add_argument("--input-size", type=input_size, default=INPUT, metavar="PIXELS",
+                   help=f"square network input, a multiple of {STRIDE} (default {INPUT}: "
+                        f"{INPUT // STRIDE}x{INPUT // STRIDE} maps; 224: 7x7). The crop is the "
+                        "same part of the face at every size, only its resolution changes")
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4, help="peak of the one-cycle schedule")
@@ -196,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse(argv)
+    state_path = args.out / "last.pt"
+    state = (torch.load(state_path, map_location="cpu", weights_only=False)
+             if state_path.exists() else None)
+    saved_size = int(state.get("input_size", INPUT)) if state is not None else args.input_size
+    if saved_size != args.input_size:  # a state without the key is from before the option: 256
+        raise SystemExit(
+            f"{state_path} is a run at --input-size {saved_size}, not {args.input_size}: resume it "
+            f"with --input-size {saved_size}, or train at {args.input_size} in another --out "
+            f"(--init a .pth of this run to start from its weights)")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -221,11 +253,12 @@ def main(argv: list[str] | None = None) -> int:
 
     neighbours = neighbours_300w()
     decoder = PIPDecoder(load_meanface("300W"), num_nb=NUM_NB)
-    net = nets.build(args.backbone)
-    if args.init and not (args.out / "last.pt").exists():
+    net = nets.build(args.backbone, input_size=args.input_size)
+    if args.init and state is None:
+        # the weights hold nothing of the input size: a 256 model starts a run at any size
         if args.init.suffix == ".onnx":
             rng0 = np.random.default_rng(args.seed)
-            crops = np.stack([D.make_example(faces[i], rng0, D.NO_AUGMENT, INPUT)[0]
+            crops = np.stack([D.make_example(faces[i], rng0, D.NO_AUGMENT, args.input_size)[0]
                               for i in rng0.permutation(len(faces))[:64]])
             nets.init_from_onnx(net, args.init, torch.from_numpy(D.to_input(crops)))
         else:
@@ -240,13 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         opt, max_lr=args.lr, total_steps=args.epochs * steps, pct_start=args.warmup,
         div_factor=25, final_div_factor=1e3)
     start_epoch, history = 0, []
-    state_path = args.out / "last.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state is not None:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start_epoch, history = state["epoch"], state["history"]
+        state = None
         log(f"resumed from {state_path} after epoch {start_epoch}")
     (args.out / "run.json").write_text(json.dumps({
         "command": " ".join([sys.executable, *sys.argv]), "commit": commit(),
@@ -266,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         net.train()
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
-        for inputs, targets in batches(faces, order, args.batch_size, rng, epoch_aug, neighbours):
+        for inputs, targets in batches(faces, order, args.batch_size, rng, epoch_aug, neighbours,
+                                       args.input_size):
             x = torch.from_numpy(inputs).to(memory_format=torch.channels_last)
             t = {k: torch.from_numpy(v) for k, v in targets.items()}
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
@@ -283,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                **{k: round(v / steps, 5) for k, v in sums.items()},
                                "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_s, 1)}
         if val:
-            row.update(evaluate(net, val, decoder))
+            row.update(evaluate(net, val, decoder, args.input_size))
         history.append(row)
         with open(args.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -294,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         if old.exists():
             old.unlink()  # one state_dict on disk besides last.pt
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1, "history": history}, state_path.with_suffix(".tmp"))
+                    "epoch": epoch + 1, "history": history, "input_size": args.input_size},
+                   state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)
     if stop < args.epochs:
         log(f"stopped after epoch {stop}; run the same command again to resume")
