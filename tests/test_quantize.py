@@ -360,6 +360,26 @@ def test_all_int8_heads_option(fp32_model, tmp_path, astronaut):
     LandmarkDetector(tmp_path / "all.onnx")  # loads
 
 
+def test_first_convolutions_can_stay_fp32(models, tmp_path, astronaut):
+    """keep_first_fp32=N: the first N convolutions from the input keep float weights and
+    are recorded; the next one is quantised; a bad N is refused before any work."""
+    fp32_model = models["deep", True][0]  # three convolutions before the heads
+    spec = quantize_model(fp32_model, tmp_path / "first.onnx", [astronaut], keep_first_fp32=1)
+    graph = onnx.load(str(tmp_path / "first.onnx")).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    first, second = convs[0], convs[1]
+    assert spec.provenance["quantization"]["fp32_first_convolutions"] == [first.name]
+    assert first.input[1] not in produced_by  # a float initializer, used as it is
+    assert produced_by[second.input[1]].op_type == "DequantizeLinear"
+    plain = quantize_model(fp32_model, tmp_path / "plain.onnx", [astronaut])
+    assert plain.provenance["quantization"]["fp32_first_convolutions"] == []
+    for bad in (-1, 1.5, True, "2", 10_000):
+        with pytest.raises(ValueError, match="keep_first_fp32"):
+            quantize_model(fp32_model, tmp_path / "bad.onnx", [astronaut], keep_first_fp32=bad)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
 def test_calibration_batch_folder_mirror_and_limit(fp32_model, tmp_path, astronaut):
     folder = tmp_path / "photos"
     folder.mkdir()
