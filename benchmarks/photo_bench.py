@@ -1,7 +1,7 @@
 """Whole photos, side by side: pipdetect's default against dlib's fastest 68-point pipeline.
 
     python benchmarks/photo_bench.py --out benchmarks/photo_results.json
-    python benchmarks/photo_bench.py --photos 20 --rounds 3 --int8 none --no-dlib
+    python benchmarks/photo_bench.py --photos 20 --rounds 3 --other none --no-dlib
 
 Photos: the LFPW test photos of 300-W (``--data``, read in place), each scaled so that
 its longer side is 640 px (one face each), and the same photos put together two side by
@@ -16,10 +16,10 @@ every photo of a set, taking turns in a fresh random order every round (``bench.
 * ``pipdetect, detection_size=480``: the face detector run on the photo scaled to 480 px
   (default 640; faces down to about 16 px wide instead of 12 are found);
 * ``YuNet alone``: the face detector pipdetect runs (``find_faces``), to show its share;
-* ``pipdetect int8`` (``--int8``, default the bundled ``pipnet-lite0-300w-int8``: the
-  default model quantised by ``training/release_int8.py``, 7-bit weights, calibrated on
-  training photos, never the test set), also with ``detection_size=480``; its accuracy
-  beside the default's on every ``--data`` photo (``int8_decision`` in the JSON);
+* ``pipdetect fp32`` (``--other``, default the bundled ``pipnet-lite0-300w``: the
+  network the default int8 model was quantised from by ``training/release_int8.py``),
+  also with ``detection_size=480``; the int8 model's accuracy beside the fp32 one's on
+  every ``--data`` photo (``int8_decision`` in the JSON);
 * ``dlib``: ``get_frontal_face_detector()`` at upsample 0 (HOG, its fastest setting) and
   ``shape_predictor_68_face_landmarks`` (``face-recognition-models``), RGB conversion
   included.
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=60)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--model", default=None, help="pipdetect model (default: the bundled one)")
-    p.add_argument("--int8", default="pipnet-lite0-300w-int8", metavar="MODEL",
-                   help="the int8 model timed beside it (default: the bundled int8 copy; "
+    p.add_argument("--other", default="pipnet-lite0-300w", metavar="MODEL",
+                   help="a second model timed beside it (default: the bundled fp32 model; "
                         "'none' to skip)")
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
@@ -140,15 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         "YuNet alone": lambda img: [np.zeros((68, 2))] * len(det.find_faces(img).boxes),
     }
     int8_decision: dict[str, Any] | None = None
-    if args.int8 != "none":
-        det8 = LandmarkDetector(args.int8)
-        small8 = LandmarkDetector(args.int8, detection_size=SMALL_DETECTION)
-        run["pipdetect int8"] = lambda img: [f.landmarks for f in det8.detect(img)]
-        run[f"pipdetect int8, detection_size={SMALL_DETECTION}"] = \
-            lambda img: [f.landmarks for f in small8.detect(img)]
+    other = ""
+    if args.other != "none":
+        det2 = LandmarkDetector(args.other)
+        small2 = LandmarkDetector(args.other, detection_size=SMALL_DETECTION)
+        other = "int8" if det2.spec.provenance.get("quantization") else "fp32"
+        run[f"pipdetect {other}"] = lambda img: [f.landmarks for f in det2.detect(img)]
+        run[f"pipdetect {other}, detection_size={SMALL_DETECTION}"] = \
+            lambda img: [f.landmarks for f in small2.detect(img)]
+        det8, det32 = (det2, det) if other == "int8" else (det, det2)
         from evaluate import evaluate_model  # every --data photo, end to end, as shipped
 
-        fp32_acc, int8_acc = evaluate_model(det, args.data), evaluate_model(det8, args.data)
+        fp32_acc, int8_acc = evaluate_model(det32, args.data), evaluate_model(det8, args.data)
         quantization = det8.spec.provenance.get("quantization") or {}
         int8_decision = {
             "model": det8.spec.name,
@@ -158,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                                          - fp32_acc["end_to_end_nme_pct"], 3),
             "nme_cost_gt_crops": round(int8_acc["gt_crops_nme_pct"]
                                        - fp32_acc["gt_crops_nme_pct"], 3),
-            "file_mb": [round(_model_path(args.model).stat().st_size / 1e6, 1),
-                        round(_model_path(args.int8).stat().st_size / 1e6, 1)],
+            "file_mb": [round(_model_path(det32.spec.name).stat().st_size / 1e6, 1),
+                        round(_model_path(det8.spec.name).stat().st_size / 1e6, 1)],
         }
     dlib_skipped = "--no-dlib"
     if not args.no_dlib:
@@ -210,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                                                            samples["pipdetect"]), 3)
             row["dlib_over_pipdetect_upright_only"] = round(bench.ratio(
                 samples[dlib_key], samples["pipdetect, upright only"]), 3)
-            if "pipdetect int8" in run:
-                row["dlib_over_pipdetect_int8"] = round(bench.ratio(
-                    samples[dlib_key], samples["pipdetect int8"]), 3)
+            if other:
+                row[f"dlib_over_pipdetect_{other}"] = round(bench.ratio(
+                    samples[dlib_key], samples[f"pipdetect {other}"]), 3)
             row["dlib_over"] = {who: round(bench.ratio(samples[dlib_key], samples[who]), 3)
                                 for who in run if who.startswith("pipdetect")}
         report["sets"][name] = row

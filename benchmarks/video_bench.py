@@ -460,10 +460,10 @@ def _counting(det: Any, name: str, items: Callable[..., int] | None = None) -> I
 
 def measure_speed(det: Any, photo: Photo, *, frames: int = SPEED_FRAMES,
                   rounds: int = SPEED_ROUNDS, kind: str = SPEED_KIND,
-                  canvas: tuple[int, int] = SPEED_CANVAS, int8: Any = None) -> dict[str, Any]:
+                  canvas: tuple[int, int] = SPEED_CANVAS, other: Any = None) -> dict[str, Any]:
     """Frames per second of the METHODS on one whole clip of ``photo``'s face (see the
-    module documentation): the ``"speed"`` section of the results JSON. ``int8``: a
-    second detector (the bundled int8 model) whose smoothed tracking takes turns too."""
+    module documentation): the ``"speed"`` section of the results JSON. ``other``: a
+    second detector (the other bundled model) whose smoothed tracking takes turns too."""
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     import bench
@@ -478,9 +478,9 @@ def measure_speed(det: Any, photo: Photo, *, frames: int = SPEED_FRAMES,
         "smoothed": lambda: list(det.track(iter(clip.frames), fps=FPS)),
     }
     owner = dict.fromkeys(runs, det)
-    if int8 is not None:
-        runs["smoothed, int8"] = lambda: list(int8.track(iter(clip.frames), fps=FPS))
-        owner["smoothed, int8"] = int8
+    if other is not None:
+        runs["smoothed, other model"] = lambda: list(other.track(iter(clip.frames), fps=FPS))
+        owner["smoothed, other model"] = other
     methods: dict[str, dict[str, Any]] = {}
     for name, run in runs.items():  # once untimed: what each method does on the clip
         who = owner[name]
@@ -502,7 +502,7 @@ def measure_speed(det: Any, photo: Photo, *, frames: int = SPEED_FRAMES,
     info = cpu_info()
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "model": det.spec.name, "int8_model": None if int8 is None else int8.spec.name,
+        "model": det.spec.name, "other_model": None if other is None else other.spec.name,
         "cpu_summary": cpu_summary(info), "cpu_info": info,
         "photo": photo.name, "kind": kind, "canvas": list(canvas), "frames": frames,
         "face_width": face_width(canvas), "fps_of_clip": FPS, "noise_sigma": NOISE_SIGMA,
@@ -517,7 +517,7 @@ SPEED_LABELS = {
     "smoothed": "`det.track(frames)` (smoothing on, the default)",
     "tracked": "`det.track(frames, smoothing=False)`",
     "per-frame": "`det.detect(frame)` on every frame",
-    "smoothed, int8": "`det.track(frames)` with the int8 copy of the model",
+    "smoothed, other model": "`det.track(frames)` with the other bundled model",
 }
 SPEED_BEGIN = "<!-- speed table: python benchmarks/video_bench.py --speed --update-docs -->"
 SPEED_END = "<!-- end of speed table -->"
@@ -544,9 +544,9 @@ def speed_markdown(results: dict[str, Any]) -> str:
                      f"| {m['network_passes']} |")
     before, after = speed["load_average_before_after"]
     motion_name = speed["kind"].replace("-", " ")
-    int8 = f" (int8 row: `{speed['int8_model']}`)" if speed.get("int8_model") else ""
+    other = f" (other row: `{speed['other_model']}`)" if speed.get("other_model") else ""
     lines += ["", f"Measured {speed['date']} on {speed['cpu_summary']}: the model "
-              f"`{speed['model']}`{int8}, a {motion_name} of the face of `{speed['photo']}` "
+              f"`{speed['model']}`{other}, a {motion_name} of the face of `{speed['photo']}` "
               f"(landmark box {speed['face_width']:.0f} px wide, σ = {speed['noise_sigma']:g} "
               "noise), "
               f"`redetect_interval={speed['redetect_interval']}`; medians of "
@@ -611,8 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=SPEED_ROUNDS, help="speed rounds")
     parser.add_argument("--speed-frames", type=int, default=SPEED_FRAMES,
                         help="frames of the speed clip")
-    parser.add_argument("--int8", default="pipnet-lite0-300w-int8", metavar="MODEL",
-                        help="int8 model also timed tracking ('none' to skip)")
+    parser.add_argument("--other", default="pipnet-lite0-300w", metavar="MODEL",
+                        help="a second model also timed tracking (default: the bundled fp32 "
+                             "model; 'none' to skip)")
     parser.add_argument("--update-docs", action="store_true",
                         help="rewrite docs/video.md's speed table from the JSON afterwards")
     args = parser.parse_args(argv)
@@ -649,8 +650,8 @@ def _speed(det: Any, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     from pipdetect import LandmarkDetector
 
-    int8 = None if args.int8 == "none" else LandmarkDetector(args.int8, threads=args.threads)
-    speed = measure_speed(det, photo, frames=args.speed_frames, rounds=args.rounds, int8=int8)
+    other = None if args.other == "none" else LandmarkDetector(args.other, threads=args.threads)
+    speed = measure_speed(det, photo, frames=args.speed_frames, rounds=args.rounds, other=other)
     speed["threads"] = args.threads
     print(f"speed, {time.perf_counter() - start:.0f} s:\n")
     print(speed_markdown({"speed": speed}).split("\n", 1)[1].rsplit("\n", 1)[0])

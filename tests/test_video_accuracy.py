@@ -159,14 +159,14 @@ def test_the_speed_section_counts_what_each_method_runs(det, astronaut_photo, tm
     from pipdetect import LandmarkDetector
     from pipdetect._cpu import cpu_summary
 
-    int8 = LandmarkDetector("pipnet-lite0-300w-int8")
-    speed = vb.measure_speed(det, astronaut_photo, frames=12, rounds=1, int8=int8)
+    other = LandmarkDetector("pipnet-lite0-300w")
+    speed = vb.measure_speed(det, astronaut_photo, frames=12, rounds=1, other=other)
     assert speed["canvas"] == [640, 480] and speed["frames"] == 12
     assert speed["cpu_summary"] == cpu_summary(speed["cpu_info"])
-    assert speed["int8_model"] == "pipnet-lite0-300w-int8"
+    assert speed["other_model"] == "pipnet-lite0-300w"
     methods = speed["methods"]
-    assert set(methods) == {*vb.METHODS, "smoothed, int8"}
-    for name in ("tracked", "smoothed", "smoothed, int8"):
+    assert set(methods) == {*vb.METHODS, "smoothed, other model"}
+    for name in ("tracked", "smoothed", "smoothed, other model"):
         assert methods[name]["detector_runs"] == 2  # frames 0 and 10
         assert methods[name]["network_passes"] == 12
     assert methods["per-frame"]["detector_runs"] >= 12
