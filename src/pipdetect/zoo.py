@@ -86,7 +86,7 @@ __all__ = [
 
 logger = logging.getLogger("pipdetect")
 
-DEFAULT_MODEL = "pipnet-lite0-300w"
+DEFAULT_MODEL = "pipnet-lite0-300w-int8"
 """The model ``LandmarkDetector()`` uses when given no model: bundled, no network.
 
 PIP-Net with an EfficientNet-Lite0 backbone (ImageNet weights), 68 points
