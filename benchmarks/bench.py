@@ -7,7 +7,7 @@ Needs, besides pipdetect: ``torch`` (random-weight PIP-Nets of the real
 architectures, converted with ``pipdetect.convert``, and the PyTorch reference)
 and, for the dlib comparison, ``dlib-bin`` and ``face-recognition-models``.
 Sections whose requirements are missing are reported as skipped, with the reason.
-A full run also measures the bundled default model (``pipnet-lite0-300w``, trained
+A full run also measures the bundled fp32 model (``pipnet-lite0-300w``, trained
 weights, no PyTorch twin) after the random-weight ResNets, unless ``--no-default-model``.
 ``--model FILE.onnx`` benchmarks existing pipdetect model files instead (no
 PyTorch twin: the PyTorch reference is skipped for them).
@@ -904,7 +904,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_default_model:
             from pipdetect.zoo import bundled_path
 
-            models.update(given_models([str(bundled_path())]))  # the model LandmarkDetector() runs
+            # the fp32 EfficientNet-Lite0 (its int8 copy, the default, is quantised from it;
+            # this script makes and times its own int8 copy of every model it measures)
+            models.update(given_models([str(bundled_path("pipnet-lite0-300w"))]))
     calib, drift_photos, calib_note = calibration_and_drift_photos(args.quick)
     head = next(iter(models))
 

@@ -128,6 +128,13 @@ def child(setting: str, data: Path, count: int, passes: int) -> dict[str, Any]:
             "ms_per_crop": best_crop * 1000, "idle_cpu_ms": (time.process_time() - c0) * 1000}
 
 
+def default_model() -> str:
+    """The name of the model ``LandmarkDetector()`` runs."""
+    from pipdetect.zoo import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "lfpw_test")
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["threads_bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu_summary(), "cpu_info": cpu_info(), "photos": photos(args.data, args.photos)[1],
+        "model": default_model(),
         "rounds": args.rounds, "passes": args.passes, "results": results,
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -189,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"Measured {report['date']} on {report['cpu']}: {report['photos']}, "
+    lines = [f"Measured {report['date']} on {report['cpu']}: `{report['model']}`, "
+             f"{report['photos']}, "
              f"{report['rounds']} rounds, each setting in a process of its own per round "
              f"(best of {report['passes']} passes); load average before / after "
              f"{report['load_average_before_after']}.", "",
