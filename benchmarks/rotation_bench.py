@@ -241,9 +241,22 @@ def timings(detectors: dict[str, Any], photos: list[np.ndarray], empty: list[np.
     return out
 
 
+def calibration_report() -> dict[str, Any]:
+    """The confidence calibration report (``training/calibrate.py --report``) of the model
+    ``LandmarkDetector()`` runs."""
+    from pipdetect.zoo import DEFAULT_MODEL
+
+    for path in sorted((ROOT / "training").glob("calibration_report*.json")):
+        report: dict[str, Any] = json.loads(path.read_text())
+        if report.get("model") == f"{DEFAULT_MODEL}.onnx":
+            return report
+    raise FileNotFoundError(f"no training/calibration_report*.json for {DEFAULT_MODEL}")
+
+
 def tables(report: dict[str, Any], calibration: dict[str, Any]) -> dict[str, str]:
-    """The Markdown tables of docs/angles.md, made from ``rotation_results.json`` and
-    ``training/calibration_report.json`` (tests/test_default_model.py checks the page)."""
+    """The Markdown tables of docs/angles.md, made from ``rotation_results.json`` and the
+    default model's calibration report (:func:`calibration_report`;
+    tests/test_default_model.py checks the page)."""
     rows = ["| roll | faces found | NME mean | NME median | faces > 10 % | roll error (median) |",
             "|---|---|---|---|---|---|"]
     for angle, r in report["angles"].items():
@@ -308,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tables:
         report = json.loads((ROOT / "benchmarks" / "rotation_results.json").read_text())
-        calib = json.loads((ROOT / "training" / "calibration_report.json").read_text())
-        for key, text in tables(report, calib).items():
+        for key, text in tables(report, calibration_report()).items():
             print(f"<!-- {key} -->\n{text}\n")
         return 0
     if not args.data.is_dir():

@@ -159,6 +159,21 @@ def test_photos_turned_90_and_180_degrees_are_as_good_as_upright() -> None:
 
 @pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
                     "(research data, read in place; only on the developers' machines)")
+@pytest.mark.parametrize(("angle", "index"), [(60, 58), (60, 205), (90, 58)])
+def test_a_rolled_face_beside_another_person_is_found(angle: int, index: int) -> None:
+    """The three LFPW faces benchmarks/rotation_bench.py used to miss: photo 58 at 60
+    degrees (the face detector finds it, beside a confident upright person, but the network
+    was unsure of its first crop and it got no more passes), photo 205 at 60 and photo 58
+    at 90 degrees (the face detector misses it, and the other person, rolled 31-43 degrees,
+    made the picture count as upright, so it was not searched turned)."""
+    bench = load_script(ROOT / "benchmarks" / "rotation_bench.py", "rotation_bench")
+    image, points = bench.rotate(*bench.load_pairs(LFPW, index + 1)[index], angle)
+    found, nme, _ = bench.score(LandmarkDetector(threads=2).detect(image), points)
+    assert found and nme < 8, (found, nme)
+
+
+@pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
+                    "(research data, read in place; only on the developers' machines)")
 def test_confidence_keeps_right_faces_and_drops_boxes_on_no_face() -> None:
     """On 24 LFPW test photos: every upright face found is kept by the default threshold,
     and a face-sized box away from the face (nothing but background) is not."""
@@ -182,10 +197,10 @@ def test_confidence_keeps_right_faces_and_drops_boxes_on_no_face() -> None:
 
 def test_the_angles_page_shows_the_measured_tables() -> None:
     """docs/angles.md's tables are those benchmarks/rotation_bench.py --tables prints from
-    benchmarks/rotation_results.json and training/calibration_report.json."""
+    benchmarks/rotation_results.json and the default model's calibration report."""
     bench = load_script(ROOT / "benchmarks" / "rotation_bench.py", "rotation_bench")
     report = json.loads((ROOT / "benchmarks" / "rotation_results.json").read_text())
-    calibration = json.loads((ROOT / "training" / "calibration_report.json").read_text())
+    calibration = bench.calibration_report()  # the default model's
     page = (ROOT / "docs" / "angles.md").read_text()
     for key, text in bench.tables(report, calibration).items():
         assert text in page, f"docs/angles.md: {key} differs from the benchmark files"

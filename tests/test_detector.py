@@ -605,6 +605,71 @@ def test_turned_picture_is_searched_only_without_a_confident_upright_face(astron
     assert min(f.confidence for f in faces) >= det.min_confidence
 
 
+def test_a_picture_whose_confident_faces_are_all_rolled_past_25_degrees_is_searched_turned(
+        astronaut):
+    """A confident face rolled 35 degrees does not say the picture is upright (a turned
+    photo's faces are rolled alike, and the detector misses some of them): the picture is
+    searched turned too; a face rolled 0 degrees does say so. (The astronaut's own head
+    is rolled about 9 degrees: the picture is turned so that the face lies at those rolls.)"""
+    det = LandmarkDetector()
+    (up,) = det.detect(astronaut)
+    centre = tuple(float(v) for v in up.landmarks.mean(axis=0))
+    turns: list[int] = []
+    find = det.find_faces
+
+    def counting(image: np.ndarray, *, turn: int = 0) -> Any:
+        turns.append(turn)
+        return find(image, turn=turn)
+
+    det.find_faces = counting  # type: ignore[method-assign]
+    for roll, searched in ((0, [0]), (35, [0, 1, 2, 3])):
+        m = cv2.getRotationMatrix2D(centre, roll + up.crop.angle, 1.0)
+        rolled = cv2.warpAffine(astronaut, m, astronaut.shape[1::-1],
+                                borderMode=cv2.BORDER_REPLICATE)
+        turns.clear()
+        (face,) = det.detect(rolled)
+        assert turns == searched and abs(face.crop.angle + roll) < 8, (roll, turns)
+
+
+@pytest.mark.parametrize("score", [0.65, 0.9])
+def test_an_unsure_face_the_detector_is_sure_of_is_tried_turned_beside_an_upright_one(
+        astronaut, score):
+    """Beside a confident upright face, a detection the network is unsure of gets turned
+    crops only if the face detector scored it at least SURE_DETECTION (a face rolled far,
+    whose keypoints misled its crop); lower-scored ones (small, blurred, not faces) get
+    none. Here the second 'face' is grey: the network stays unsure of it either way."""
+    from pipdetect.detector import SURE_DETECTION
+    from pipdetect.stages import FaceBoxes
+
+    det = LandmarkDetector()
+    real = det.find_faces(astronaut)
+    w = astronaut.shape[1]
+    picture = np.concatenate([astronaut, np.full_like(astronaut, 127)], axis=1)
+    grey = np.array([[w + 150.0, 150.0, w + 350.0, 350.0]])
+    eyes_nose_mouth = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
+    keypoints = grey[:, None, :2] + eyes_nose_mouth[None] * 200.0
+
+    def two_faces(image: np.ndarray, *, turn: int = 0) -> FaceBoxes:
+        if turn:
+            return FaceBoxes(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        return FaceBoxes(np.concatenate([real.boxes, grey]), np.append(real.scores, score),
+                         np.concatenate([real.keypoints, keypoints]))
+
+    crops: list[int] = []
+    run = det.run_network
+
+    def counting(items: Any) -> Any:
+        crops.append(sum(len(c) for _, c in items))
+        return run(items)
+
+    det.find_faces = two_faces  # type: ignore[method-assign]
+    det.run_network = counting  # type: ignore[method-assign]
+    faces = det.detect(picture)
+    assert len(faces) == 1 and faces[0].box[0] < w  # the grey one is left out, unsure
+    turned = sum(crops) - 2  # beyond one pass for each of the two
+    assert turned >= 3 if score >= SURE_DETECTION else turned == 0, (score, crops)
+
+
 @pytest.fixture(scope="module")
 def default_det() -> LandmarkDetector:
     return LandmarkDetector()

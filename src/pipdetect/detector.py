@@ -750,14 +750,19 @@ class LandmarkDetector:
         # A caller's box most often holds an upright face of another crop style: settle it
         # first, and try it turned only if the network is still unsure.
         flat, pts, sc = self._level(imgs, owner, flat, pts, sc, unsure_start)
-        # Unsure detections in a picture with a confident face lying upright are small,
-        # blurred or not faces, not turned ones: they get no more passes ("always" tries
-        # them). Boxes passed are each tried on their own, whatever the others are.
+        # Unsure detections in a picture with a confident face lying upright are mostly
+        # small, blurred or not faces, not turned ones: they get no more passes ("always"
+        # tries them), unless the face detector is sure of them (a face rolled far beside
+        # an upright one, whose detector keypoints misled its crop). Boxes passed are
+        # each tried on their own, whatever the others are.
         conf = self.confidence(sc)
         sure = conf >= self._search_below
         upright = np.zeros(len(imgs), dtype=bool)
         upright[owner[sure & (np.abs(wrap_degrees(flat[:, 4])) <= TURNED_PICTURE)]] = True
-        worth = sure | unsure_start | ~upright[owner] | (self._search == "always")
+        detector_sure = np.concatenate(
+            [f.scores for _, f in items] or [np.zeros(0)]) >= SURE_DETECTION
+        worth = (sure | unsure_start | ~upright[owner] | (detector_sure & ~unsure_start)
+                 | (self._search == "always"))
         turned = np.zeros(len(flat), dtype=bool)
         if self._search != "off" and len(flat):
             flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc, conf,
@@ -980,7 +985,10 @@ GIVEN_START = 1.3
 """The first crop of a box the caller passed is the box-only policy's, enlarged this much
 (LFPW, 80 photos, NME of a tight landmark box: 4.15 % at 1.0, 3.31 % at 1.3, 3.39 % at 1.6;
 a loose box shifted up: 3.34, 3.48, 5.30 %; the detector path 3.30 %)."""
-TURNED_PICTURE = 45.0
+SURE_DETECTION = 0.8
+"""A face the face detector scores at least this high is tried turned and re-levelled when
+the network is unsure of it, even in a picture with a confident upright face."""
+TURNED_PICTURE = 25.0
 """Degrees of roll within which a confident face counts as upright: a picture without one
 (no confident face, or all of them rolled further) is searched turned too by
 ``orientation_search="auto"`` (a sideways or upside-down photo)."""
