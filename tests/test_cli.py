@@ -424,7 +424,7 @@ def test_without_model_the_bundled_default_runs_offline(photos, tmp_path):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     check_document(doc)
-    assert doc["model"] == "pipnet-lite0-300w"
+    assert doc["model"] == "pipnet-lite0-300w-int8"  # the int8 default (issue 21)
     assert doc["num_landmarks"] == 68 and doc["scheme"] == "300w68"
     assert not (tmp_path / "hf").exists()  # no cache touched
 
@@ -455,13 +455,16 @@ def test_list_models_has_a_header_and_hides_the_unpublished_zoo(capsys):
     assert main(["--list-models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["name", "points"] and "status" in lines[0]
-    assert lines[1].startswith("pipnet-lite0-300w ") and lines[1].endswith("bundled, the default")
-    assert lines[2].startswith("pipnet-lite0-300w-int8 ") and lines[2].endswith("  bundled")
+    assert lines[1].startswith("pipnet-lite0-300w-int8 ")
+    assert lines[1].endswith("bundled, the default")
+    assert lines[2].startswith("pipnet-lite0-300w ") and lines[2].endswith("  bundled")
+    shown = (ROOT / "docs" / "cli.md").read_text()  # the page shows what it prints
+    assert all(line in shown for line in lines[:3]), "docs/cli.md: update the --list-models output"
     assert not [line for line in lines if line.startswith("pipnet-r")]
     assert any("not published yet" in line for line in lines)
     assert main(["--list-models", "--all"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("pipnet-")]
-    assert len(rows) == 19 and rows[0].startswith("pipnet-lite0-300w ")
+    assert len(rows) == 19 and rows[0].startswith("pipnet-lite0-300w-int8 ")
     assert all(row.endswith("unpublished") for row in rows[2:])
     assert main(["--all"]) == 2
     assert "--list-models" in capsys.readouterr().err

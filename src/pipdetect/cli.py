@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pipdetect`` (``pipdetect convert`` has its own)."""
+    from .zoo import DEFAULT_MODEL
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Facial landmarks with PIP-Net on onnxruntime: images, folders, videos "
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "preview window; q or Esc quits. Needs a display")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--list-models", action="store_true",
-                   help="list the models you can name (the bundled default), and exit")
+                   help="list the models you can name (the bundled ones), and exit")
     p.add_argument("--all", action="store_true",
                    help="with --list-models: also the names of the model zoo, which is not "
                         "published yet (they do not work until it is)")
@@ -135,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model and face detection")
     model.add_argument("-m", "--model", default=None, metavar="FILE|NAME",
                        help="pipdetect .onnx file or model name (default: the bundled "
-                            "pipnet-lite0-300w, no network needed)")
+                            f"{DEFAULT_MODEL}, no network needed)")
     model.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="onnxruntime threads (default: one per core)")
     model.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",

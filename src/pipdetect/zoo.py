@@ -1,9 +1,11 @@
 """Model names: the default model inside the package, and the zoo of official PIP-Net models.
 
-The default model (:data:`DEFAULT_MODEL`) is pipdetect's own PIP-Net, trained
-by ``training/train.py`` and shipped inside the wheel
-(``pipdetect/assets/pipnet-lite0-300w.onnx``, facts in
-``pipnet-lite0-300w.json``): it needs no network and no cache.
+The default model (:data:`DEFAULT_MODEL`, ``pipnet-lite0-300w-int8``) is the int8
+copy of pipdetect's own PIP-Net, which ``training/train.py`` trained and
+``training/release_int8.py`` quantised. It ships inside the wheel
+(``pipdetect/assets/pipnet-lite0-300w-int8.onnx``, facts in
+``pipnet-lite0-300w-int8.json``), beside the fp32 network it was quantised from
+(``pipnet-lite0-300w``): both need no network and no cache.
 
 The zoo names the official PIP-Net checkpoints converted with ``pipdetect
 convert``. They are downloaded on first use once someone holding the files
@@ -91,16 +93,19 @@ DEFAULT_MODEL = "pipnet-lite0-300w-int8"
 
 PIP-Net with an EfficientNet-Lite0 backbone (ImageNet weights), 68 points
 (``300w68``), trained by pipdetect on the 2,009 300-W training faces we hold
-(``training/README.md``). Research use only, like its training data.
+(``training/README.md``), then quantised to int8 (``training/release_int8.py``: 7-bit
+weights, its first three convolutions and its output heads in float) with its own
+confidence calibration and output offset. Research use only, like its training data.
 """
 
-BUNDLED = ("pipnet-lite0-300w", "pipnet-lite0-300w-int8")
-"""Models inside the package: ``assets/<name>.onnx`` with its facts in ``assets/<name>.json``.
+BUNDLED = (DEFAULT_MODEL, "pipnet-lite0-300w")
+"""Models inside the package, the default first: ``assets/<name>.onnx`` with its facts in
+``assets/<name>.json``.
 
-``pipnet-lite0-300w-int8`` is the default model quantised to int8
-(``training/release_int8.py``): the same network, faster where onnxruntime has
-fast int8 kernels, with a slightly larger error (docs/models.md). Not the default:
-its speed has been measured on x86 CPUs with AVX-512 VNNI only."""
+``pipnet-lite0-300w`` is the fp32 network the default was quantised from: the same
+network with a slightly smaller error, slower where measured (a Zen 4, with its AVX-512
+VNNI kernels and with the AVX2 kernels an AVX2-only CPU runs), for callers who want exact
+float arithmetic (docs/models.md)."""
 
 DEFAULT_REPO_ID = "pipdetect/pipnet"
 """Hub model repository holding the converted zoo (override: ``PIPDETECT_REPO``)."""
@@ -201,8 +206,8 @@ def _infos() -> dict[str, ModelInfo]:
 
 
 def list_models() -> list[ModelInfo]:
-    """Every model name: the bundled models first (the default, then its int8 copy), then the
-    zoo in catalogue order.
+    """Every model name: the bundled models first (the default, then the fp32 model it was
+    quantised from), then the zoo in catalogue order.
 
     Nothing is downloaded: this reads the facts shipped with pipdetect. Zoo
     models (``bundled=False``) can be used once their files are published.
