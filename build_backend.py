@@ -1,9 +1,10 @@
 """pipdetect's build backend: setuptools, building in a temporary folder.
 
 ``pip install .`` runs setuptools in the checkout, and setuptools leaves a ``build/``
-folder (22 MB: the default model twice) and ``src/pipdetect.egg-info`` behind. This
-wrapper points both at a temporary folder (through setuptools' ``DIST_EXTRA_CONFIG``
-file) that is deleted after the build, so the checkout stays as it was. Everything
+folder (a copy of the package, bundled models included) and ``src/pipdetect.egg-info``
+behind. This wrapper points both at a temporary folder (through setuptools'
+``DIST_EXTRA_CONFIG`` file) that is deleted after the build, so the checkout stays as
+it was. Everything
 else is setuptools' own backend, unchanged. (pyproject.toml: ``backend-path = ["."]``.)
 """
 

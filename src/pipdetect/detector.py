@@ -66,10 +66,10 @@ class LandmarkDetector:
     ----------
     model:
         Path to a pipdetect ``.onnx`` model file, or a model name from
-        :func:`pipdetect.list_models`; ``None`` (or ``"pipnet-lite0-300w"``) for the
-        default model, which ships inside the package (68 points, no network), as does
-        its int8 copy ``"pipnet-lite0-300w-int8"`` (faster on CPUs with fast int8
-        kernels, NME +0.04 points on LFPW; docs/models.md).
+        :func:`pipdetect.list_models`; ``None`` (or ``"pipnet-lite0-300w-int8"``) for the
+        default model, which ships inside the package (68 points, no network): an int8
+        PIP-Net, as does the fp32 network it was quantised from, ``"pipnet-lite0-300w"``
+        (NME 0.008 points lower on LFPW, slower; exact float arithmetic; docs/models.md).
         Zoo names are downloaded once, then cached, when the zoo is published.
     threads:
         onnxruntime intra-op threads for this detector (``None``: one per core).

@@ -178,7 +178,7 @@ class FaceSmoother:
         radians per second (zoom, roll): the same setting works for faces of any size.
         Times are seconds, so frame rates need no retuning.
 
-    Measured with ``benchmarks/video_bench.py`` (trained default model, 8 clips x 32
+    Measured with ``benchmarks/video_bench.py`` (``pipnet-lite0-300w``, fp32, 8 clips x 32
     frames per motion kind at 30 fps; NME / jitter in % of the inter-ocular distance,
     lag in frames):
 
