@@ -1,5 +1,6 @@
-"""The default model that ships inside the package: offline, 68 points, and as accurate as
-docs/accuracy-and-speed.md (and the README's copy of its table) says.
+"""The models that ship inside the package, the int8 default and the fp32 network it was
+quantised from: offline, 68 points, and as accurate as docs/accuracy-and-speed.md (and the
+README's copy of its table) says.
 
 The accuracy test reads the LFPW test photos in place (../shared/data/lfpw_test,
 research-only data) and is skipped with a reason where that folder is absent.
@@ -66,7 +67,9 @@ def test_loads_offline_with_an_empty_cache_and_finds_68_landmarks(tmp_path: Path
 
 
 def test_metadata_says_what_the_model_is() -> None:
+    assert DEFAULT_MODEL == INT8  # issue 21: the int8 copy is the default
     spec = LandmarkDetector().spec
+    assert spec.name == DEFAULT_MODEL and spec.provenance["quantization"]["type"] == "int8"
     assert spec.scheme == "300w68" and spec.num_landmarks == 68
     assert spec.backbone == "efficientnet_lite0"
     assert "2,009 faces" in (spec.dataset or "")
@@ -81,8 +84,9 @@ def test_metadata_says_what_the_model_is() -> None:
 
 
 INT8 = "pipnet-lite0-300w-int8"
-ROWS = {DEFAULT_MODEL: r"pipdetect default \(`pipnet-lite0-300w`\)",
-        INT8: r"pipdetect int8 \(`pipnet-lite0-300w-int8`\)"}
+FP32 = "pipnet-lite0-300w"
+ROWS = {INT8: r"pipdetect default \(`pipnet-lite0-300w-int8`\)",
+        FP32: r"pipdetect fp32 \(`pipnet-lite0-300w`\)"}
 """Each bundled model's row in the accuracy tables."""
 
 
@@ -97,8 +101,9 @@ def readme_figures(page: Path = ACCURACY_PAGE, model: str = DEFAULT_MODEL
 
 
 @pytest.mark.parametrize(("page", "model"), [(ACCURACY_PAGE, DEFAULT_MODEL),
-                                             (README, DEFAULT_MODEL), (ACCURACY_PAGE, INT8)],
-                         ids=["docs", "README", "docs-int8"])
+                                             (README, DEFAULT_MODEL), (ACCURACY_PAGE, FP32),
+                                             (README, FP32)],
+                         ids=["docs", "README", "docs-fp32", "README-fp32"])
 def test_documented_figures_are_the_metadata_figures(page: Path, model: str) -> None:
     spec = LandmarkDetector(model).spec
     gt, e2e = readme_figures(page, model)
@@ -106,18 +111,25 @@ def test_documented_figures_are_the_metadata_figures(page: Path, model: str) -> 
     assert e2e == pytest.approx(spec.accuracy["end_to_end"], abs=0.005)
 
 
-def test_the_int8_copy_is_bundled_and_says_what_it_is() -> None:
-    """The default model quantised (training/release_int8.py): bundled, offline, research
-    only like the network it copies, 7-bit weights that no x86 CPU saturates, fp32 heads,
-    calibrated on training photos, with its own measured figures and confidence fit."""
-    det, int8 = LandmarkDetector(), LandmarkDetector(INT8)
+def test_the_default_is_the_int8_copy_of_the_bundled_fp32_model() -> None:
+    """The default is the fp32 model quantised (training/release_int8.py): both bundled,
+    offline, research only, 7-bit weights that no x86 CPU saturates, the first three
+    convolutions and the heads in float, calibrated on training photos, with its own
+    measured figures and confidence fit, within the issue's 0.05-point bar of the fp32 one."""
+    det, int8 = LandmarkDetector(FP32), LandmarkDetector()
     spec = int8.spec
-    assert bundled_path(INT8).is_relative_to(bundled_path().parent)
-    assert bundled_path(INT8).stat().st_size < 0.6 * bundled_path().stat().st_size
-    info = next(m for m in list_models() if m.name == INT8)
-    assert info.bundled and info.published and info.nme == spec.accuracy["end_to_end"]
+    assert spec.name == INT8 and det.spec.name == FP32 and "quantization" not in det.spec.provenance
+    assert bundled_path(FP32).is_relative_to(bundled_path().parent)
+    assert bundled_path().stat().st_size < 0.6 * bundled_path(FP32).stat().st_size
+    for name, detector in ((INT8, int8), (FP32, det)):
+        info = next(m for m in list_models() if m.name == name)
+        assert info.bundled and info.published
+        assert info.nme == detector.spec.accuracy["end_to_end"]
+    assert spec.accuracy["end_to_end"] - det.spec.accuracy["end_to_end"] <= 0.05
+    assert spec.accuracy["missed"] == 0
     q = spec.provenance["quantization"]
     assert q["type"] == "int8" and q["reduce_range"] is True and q["heads"] == "fp32"
+    assert len(q["fp32_first_convolutions"]) == 3
     assert "300w_train" in q["calibration_photos"] and q["recipe"] == "training/release_int8.py"
     assert spec.license == det.spec.license and "research use only" in spec.license.lower()
     assert spec.provenance["training"] == det.spec.provenance["training"]
@@ -131,7 +143,7 @@ def test_the_int8_copy_is_bundled_and_says_what_it_is() -> None:
 
 @pytest.mark.skipif(not LFPW.is_dir(), reason=f"LFPW test photos not found at {LFPW} "
                     "(research data, read in place; only on the developers' machines)")
-@pytest.mark.parametrize("model", [DEFAULT_MODEL, INT8])
+@pytest.mark.parametrize("model", [DEFAULT_MODEL, FP32])
 def test_accuracy_on_lfpw_stays_within_0_3_points_of_the_docs(model: str) -> None:
     evaluate = load_script(ROOT / "training" / "evaluate.py", "evaluate")
     measured = evaluate.evaluate_model(LandmarkDetector(model, threads=2), LFPW)

@@ -95,14 +95,19 @@ def test_pip_show_tells_the_licences_and_what_it_is(wheel: Path, tmp_path: Path)
 
 
 def test_wheel_holds_the_default_model_and_stays_small(wheel: Path) -> None:
-    """The wheel ships the default model (<= 25 MB) and stays under 40 MB, without photos."""
+    """The wheel ships both bundled models, the default (int8) first, each <= 25 MB, and
+    stays under 40 MB, without photos."""
     import zipfile
 
+    from pipdetect.zoo import BUNDLED, DEFAULT_MODEL
+
+    assert BUNDLED[0] == DEFAULT_MODEL == "pipnet-lite0-300w-int8"
     assert wheel.stat().st_size <= 40_000_000
     with zipfile.ZipFile(wheel) as z:
         sizes = {i.filename: i.file_size for i in z.infolist()}
-    assert sizes["pipdetect/assets/pipnet-lite0-300w.onnx"] <= 25_000_000
-    assert "pipdetect/assets/pipnet-lite0-300w.json" in sizes
+    for name in BUNDLED:
+        assert sizes[f"pipdetect/assets/{name}.onnx"] <= 25_000_000
+        assert f"pipdetect/assets/{name}.json" in sizes
     assert not [n for n in sizes if n.endswith((".jpg", ".png", ".pts"))]
 
 
