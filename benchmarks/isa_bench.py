@@ -17,8 +17,8 @@ such a CPU runs, and whether the landmarks depend on the kernels.
 Each round starts one child per mode (``native``, ``AVX2 kernels``) in a fresh random
 order; in a child the pipelines take turns every round (``bench.Timer``):
 
-* ``pipdetect fp32`` (the bundled default) and ``pipdetect int8``
-  (``pipnet-lite0-300w-int8``): ``detect(photo)``, default settings;
+* ``pipdetect fp32`` (``pipnet-lite0-300w``) and ``pipdetect int8``
+  (``pipnet-lite0-300w-int8``, the default model): ``detect(photo)``, default settings;
 * one face's crop through each network (``predict_crops``), as in most frames of tracking;
 * ``dlib`` (HOG upsample 0 + 68 points), when installed: its kernels are fixed when it is
   built, so hiding AVX-512 does not change them.
@@ -53,6 +53,7 @@ import bench  # noqa: E402
 
 MODES = ("native", "AVX2 kernels")
 INT8 = "pipnet-lite0-300w-int8"
+FP32 = "pipnet-lite0-300w"
 
 
 def hide_avx512_library(workdir: Path) -> tuple[Path | None, str | None]:
@@ -89,7 +90,7 @@ def child(data: Path, count: int, rounds: int, out: Path) -> dict[str, Any]:
         import cv2
 
         images = [cv2.imread(str(ROOT / "examples" / "astronaut.jpg"), cv2.IMREAD_COLOR)]
-    dets = {"pipdetect fp32": LandmarkDetector(), "pipdetect int8": LandmarkDetector(INT8)}
+    dets = {"pipdetect fp32": LandmarkDetector(FP32), "pipdetect int8": LandmarkDetector(INT8)}
     found = {k: [d.detect(img) for img in images] for k, d in dets.items()}
     crops = []  # each photo's first face (fp32's), cut out by its box
     for image, faces in zip(images, found["pipdetect fp32"], strict=True):

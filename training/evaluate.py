@@ -103,7 +103,8 @@ def accuracy_field(measured: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="model file or name (default: the bundled one)")
+    p.add_argument("--model", default=None,
+                   help="model file or name (default: the default model)")
     p.add_argument("--data", type=Path, required=True, help="folder of image + 68-point .pts")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--flip-test", action="store_true",

@@ -107,11 +107,14 @@ def compare(normal: np.ndarray, flipped: np.ndarray, truth: np.ndarray, crops: n
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="model file or name (default: the bundled one)")
+    p.add_argument("--model", default=None,
+                   help="model file or name (default: the default model)")
     p.add_argument("--data", type=Path, required=True, help="training faces (image + .pts)")
     p.add_argument("--limit", type=int, default=None)
     args = p.parse_args(argv)
-    print(json.dumps({"model": args.model or "pipnet-lite0-300w",
+    from pipdetect.zoo import DEFAULT_MODEL
+
+    print(json.dumps({"model": args.model or DEFAULT_MODEL,
                       **compare(*passes(args.model, args.data, args.limit))}, indent=1))
     return 0
 
