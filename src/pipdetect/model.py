@@ -623,10 +623,11 @@ def _session_options(ort: Any, threads: int | None, *, spin: bool = True) -> Any
       with no core burnt between video frames or requests. Without ``spin`` (the
       face detector) they never spin, so that two spinning pools never hold more
       busy threads than there are cores. Against never spinning with the face
-      detector on one thread (pipdetect 0.3.0), a whole photo took 0.84x the
-      time and one crop's network pass 0.91x; onnxruntime's default (spinning
-      also for tens of milliseconds after each run) took 1.58x, as each
-      session's pool spins while the other works.
+      detector on one thread (pipdetect 0.3.0), a whole photo took 0.79-0.84x
+      the time and one crop's network pass 0.91x (two runs, fp32 and int8
+      default); onnxruntime's default (spinning also for tens of milliseconds
+      after each run) took 1.24-1.58x, as each session's pool spins while the
+      other works.
     * Memory arena and memory patterns: onnxruntime's defaults (on); a process
       that loads ResNet-18 and processes a photo peaks at about 230 MB with them.
     """
