@@ -106,6 +106,17 @@ class Timer:
         return samples
 
 
+def finish(report: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
+           out: Path | None) -> int:
+    """The end of a side-by-side script: the report's Markdown (stored in it) printed,
+    the report written as JSON to ``out`` if given; returns the exit status 0."""
+    report["markdown"] = markdown(report)
+    print(report["markdown"])
+    if out:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def med(samples: list[float]) -> float:
     return float(np.median(samples))
 

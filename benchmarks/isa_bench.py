@@ -183,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    report["markdown"] = markdown(report)
-    print(report["markdown"])
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+    return bench.finish(report, markdown, args.out)
 
 
 def markdown(report: dict[str, Any]) -> str:

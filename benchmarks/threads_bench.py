@@ -50,6 +50,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench  # noqa: E402
 
 SETTINGS: dict[str, dict[str, dict[str, Any]] | None] = {
     "pipdetect": None,
@@ -189,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds, "passes": args.passes, "results": results,
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    report["markdown"] = markdown(report)
-    print(report["markdown"])
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+    return bench.finish(report, markdown, args.out)
 
 
 def markdown(report: dict[str, Any]) -> str:
