@@ -577,6 +577,19 @@ def test_the_default_model_finds_the_face_at_every_quarter_turn(astronaut):
     assert off.detect(upside_down) == []
 
 
+def _count_turns(det: LandmarkDetector) -> list[int]:
+    """Make ``det`` record the quarter turn of every face-detector run in the list returned."""
+    turns: list[int] = []
+    find = det.find_faces
+
+    def counting(image: np.ndarray, *, turn: int = 0) -> Any:
+        turns.append(turn)
+        return find(image, turn=turn)
+
+    det.find_faces = counting  # type: ignore[method-assign]
+    return turns
+
+
 def test_turned_picture_is_searched_only_without_a_confident_upright_face(astronaut):
     """"auto" searches the picture turned 90/180/270 degrees when no confident face lies
     near upright; a confident upright face says the picture is upright, and a face rolled
@@ -588,14 +601,7 @@ def test_turned_picture_is_searched_only_without_a_confident_upright_face(astron
     rolled = cv2.warpAffine(astronaut, m, astronaut.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
     both = cv2.resize(np.concatenate([astronaut, rolled], axis=1), (640, 320),
                       interpolation=cv2.INTER_AREA)
-    turns: list[int] = []
-    find = det.find_faces
-
-    def counting(image: np.ndarray, *, turn: int = 0) -> Any:
-        turns.append(turn)
-        return find(image, turn=turn)
-
-    det.find_faces = counting  # type: ignore[method-assign]
+    turns = _count_turns(det)
     faces = det.detect(rolled)
     assert turns == [0, 1, 2, 3] and len(faces) == 1 and abs(faces[0].crop.angle + 55) < 10
     turns.clear()
@@ -614,14 +620,7 @@ def test_a_picture_whose_confident_faces_are_all_rolled_past_25_degrees_is_searc
     det = LandmarkDetector()
     (up,) = det.detect(astronaut)
     centre = tuple(float(v) for v in up.landmarks.mean(axis=0))
-    turns: list[int] = []
-    find = det.find_faces
-
-    def counting(image: np.ndarray, *, turn: int = 0) -> Any:
-        turns.append(turn)
-        return find(image, turn=turn)
-
-    det.find_faces = counting  # type: ignore[method-assign]
+    turns = _count_turns(det)
     for roll, searched in ((0, [0]), (35, [0, 1, 2, 3])):
         m = cv2.getRotationMatrix2D(centre, roll + up.crop.angle, 1.0)
         rolled = cv2.warpAffine(astronaut, m, astronaut.shape[1::-1],
