@@ -44,7 +44,7 @@ from .errors import InvalidArgumentError, InvalidBoxError, InvalidImageError, No
 from .faces import MIN_MAX_SIDE
 from .image import ImageInput, load_image
 from .model import LoadedModel, ModelSpec, load_model
-from .schemes import SCHEMES, conversion_indices, scheme_for
+from .schemes import SCHEMES, Scheme, conversion_indices, scheme_for
 from .stages import Crop, CropLandmarks, Face, FaceBoxes, OutputScheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -761,8 +761,7 @@ class LandmarkDetector:
         upright[owner[sure & (np.abs(wrap_degrees(flat[:, 4])) <= TURNED_PICTURE)]] = True
         detector_sure = np.concatenate(
             [f.scores for _, f in items] or [np.zeros(0)]) >= SURE_DETECTION
-        worth = (sure | unsure_start | ~upright[owner] | (detector_sure & ~unsure_start)
-                 | (self._search == "always"))
+        worth = sure | unsure_start | detector_sure | ~upright[owner] | (self._search == "always")
         turned = np.zeros(len(flat), dtype=bool)
         if self._search != "off" and len(flat):
             flat, pts, sc, turned = self._turn_unsure(imgs, owner, boxes, flat, pts, sc, conf,
@@ -1034,18 +1033,24 @@ def _flip_average(
     return mean, (scores[:b] + scores[b:][:, mirror]) / 2
 
 
+def _named_scheme(scheme: str, num_landmarks: int) -> Scheme | None:
+    """The named scheme ``scheme`` if pipdetect knows it with ``num_landmarks`` points."""
+    known = SCHEMES.get(scheme)
+    return known if known is not None and known.num_points == num_landmarks else None
+
+
 def _mirror_indices(scheme: str, num_landmarks: int) -> np.ndarray | None:
     """A named scheme's mirror permutation (:attr:`Scheme.mirror`), or ``None``."""
-    known = SCHEMES.get(scheme)
-    if known is None or known.num_points != num_landmarks or known.mirror is None:
+    known = _named_scheme(scheme, num_landmarks)
+    if known is None or known.mirror is None:
         return None
     return np.asarray(known.mirror, dtype=np.intp)
 
 
 def _eye_indices(scheme: str, num_landmarks: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """The (right eye, left eye) landmark indices of a named scheme, or ``None``."""
-    known = SCHEMES.get(scheme)
-    if known is None or known.num_points != num_landmarks:
+    known = _named_scheme(scheme, num_landmarks)
+    if known is None:
         return None
     try:
         return known.indices("right_eye"), known.indices("left_eye")

@@ -263,7 +263,6 @@ class FaceFinder:
         Returns :class:`Detections` in original-image pixels, in YuNet's order.
         Images too small to hold a face (a side under 10 pixels) give no faces.
         """
-
         if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
             raise InvalidImageError(
                 "FaceFinder.find needs a numpy uint8 array (H, W, 3) in BGR order, got "
